@@ -1,0 +1,427 @@
+// Package client is a Go client of the jetchat protocol (docs/protocol.md):
+// a WebSocket connection that sends messages and waits for their sent
+// answers, receives frames, acks and marks read; and an HTTP API client for
+// history, message status and routing. The tests, the load tool and the
+// example bots use it.
+//
+// Concurrency: all methods of Conn are safe for concurrent use. One reader
+// goroutine per Conn decodes frames; it stops when the connection closes.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/jetchat/jetchat/internal/wire"
+)
+
+// Frame types of the protocol.
+type (
+	Hello      = wire.Hello
+	Message    = wire.Message
+	Receipt    = wire.Receipt
+	Typing     = wire.Typing
+	Presence   = wire.Presence
+	ErrorFrame = wire.ErrorFrame
+)
+
+// Frame is one frame from the server other than the answers to Send.
+type Frame struct {
+	Type     string
+	Raw      []byte
+	Message  *Message
+	Receipt  *Receipt
+	Typing   *Typing
+	Presence *Presence
+	Error    *ErrorFrame
+}
+
+// ID is the id to ack for a message or receipt frame, or "".
+func (f *Frame) ID() string {
+	switch {
+	case f.Message != nil:
+		return f.Message.ID
+	case f.Receipt != nil:
+		return f.Receipt.ID
+	}
+	return ""
+}
+
+// Sent is the answer to a send.
+type Sent = wire.Sent
+
+// SendRequest is a message to send. CID is generated when empty.
+type SendRequest struct {
+	CID   string `json:"cid"`
+	To    string `json:"to,omitempty"`
+	Group string `json:"group,omitempty"`
+	Body  string `json:"body"`
+	Media string `json:"media,omitempty"`
+}
+
+// Error is an error answered by the server, on the WebSocket or over HTTP.
+type Error struct {
+	Status  int // HTTP status; 0 on the WebSocket
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("jetchat: %d %s: %s", e.Status, e.Code, e.Message)
+	}
+	return "jetchat: " + e.Code + ": " + e.Message
+}
+
+// ErrClosed is returned once the connection is closed.
+var ErrClosed = errors.New("jetchat: connection closed")
+
+// Conn is a WebSocket session.
+type Conn struct {
+	ws    *websocket.Conn
+	hello Hello
+
+	wmu sync.Mutex // one writer at a time
+
+	mu      sync.Mutex
+	waiters map[string]chan Result
+	frames  []*Frame
+	notify  chan struct{}
+	err     error // why the connection ended
+	done    chan struct{}
+
+	cidSeq atomic.Uint64
+	prefix string
+}
+
+// Result is the answer to an asynchronous send.
+type Result struct {
+	Sent Sent
+	Err  error
+}
+
+// Dial opens a session at url (ws://host:port/v1/ws) with token and waits
+// for the hello frame. A refused upgrade returns an *Error with the HTTP
+// status and the server's error code.
+func Dial(ctx context.Context, url, token string) (*Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	h := http.Header{}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	ws, resp, err := d.DialContext(ctx, url, h)
+	if err != nil {
+		if resp != nil {
+			defer resp.Body.Close()
+			var eb struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Code != "" {
+				return nil, &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+			}
+			return nil, &Error{Status: resp.StatusCode, Code: "http", Message: resp.Status}
+		}
+		return nil, fmt.Errorf("jetchat: dial %s: %w", url, err)
+	}
+	ws.SetReadLimit(1 << 20)
+	if dl, ok := ctx.Deadline(); ok {
+		ws.SetReadDeadline(dl)
+	}
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("jetchat: read hello: %w", err)
+	}
+	ws.SetReadDeadline(time.Time{})
+	c := &Conn{
+		ws:      ws,
+		waiters: map[string]chan Result{},
+		notify:  make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		prefix:  strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
+	}
+	if err := json.Unmarshal(data, &c.hello); err != nil || c.hello.Type != wire.TypeHello {
+		ws.Close()
+		return nil, fmt.Errorf("jetchat: first frame is not hello: %s", data)
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+// Hello is the server's first frame.
+func (c *Conn) Hello() Hello { return c.hello }
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err says why the connection ended (a *websocket.CloseError for a close
+// frame), or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// CloseCode is the close code the server sent, or 0.
+func (c *Conn) CloseCode() int {
+	var ce *websocket.CloseError
+	if errors.As(c.Err(), &ce) {
+		return ce.Code
+	}
+	return 0
+}
+
+func (c *Conn) readLoop() {
+	var err error
+	for {
+		var data []byte
+		_, data, err = c.ws.ReadMessage()
+		if err != nil {
+			break
+		}
+		c.dispatch(data)
+	}
+	c.mu.Lock()
+	c.err = err
+	waiters := c.waiters
+	c.waiters = map[string]chan Result{}
+	c.mu.Unlock()
+	for _, w := range waiters {
+		w <- Result{Err: fmt.Errorf("%w: %v", ErrClosed, err)}
+	}
+	close(c.done)
+	c.ws.Close()
+}
+
+func (c *Conn) dispatch(data []byte) {
+	typ, err := wire.PeekType(data)
+	if err != nil {
+		return
+	}
+	f := &Frame{Type: typ, Raw: data}
+	switch typ {
+	case wire.TypeSent:
+		var s Sent
+		if json.Unmarshal(data, &s) == nil && c.answer(s.CID, Result{Sent: s}) {
+			return
+		}
+	case wire.TypeError:
+		var e ErrorFrame
+		if json.Unmarshal(data, &e) == nil {
+			if e.CID != "" && c.answer(e.CID, Result{Err: &Error{Code: e.Code, Message: e.Message}}) {
+				return
+			}
+			f.Error = &e
+		}
+	case wire.TypeMessage:
+		f.Message = new(Message)
+		json.Unmarshal(data, f.Message)
+	case wire.TypeReceipt:
+		f.Receipt = new(Receipt)
+		json.Unmarshal(data, f.Receipt)
+	case wire.TypeTyping:
+		f.Typing = new(Typing)
+		json.Unmarshal(data, f.Typing)
+	case wire.TypePresence:
+		f.Presence = new(Presence)
+		json.Unmarshal(data, f.Presence)
+	}
+	c.mu.Lock()
+	c.frames = append(c.frames, f)
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Conn) answer(cid string, r Result) bool {
+	c.mu.Lock()
+	w := c.waiters[cid]
+	delete(c.waiters, cid)
+	c.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	w <- r
+	return true
+}
+
+// Next returns the next frame (message, receipt, typing, presence, or an
+// error that answers no send), waiting until one arrives, ctx ends or the
+// connection closes.
+func (c *Conn) Next(ctx context.Context) (*Frame, error) {
+	for {
+		c.mu.Lock()
+		if len(c.frames) > 0 {
+			f := c.frames[0]
+			c.frames[0] = nil
+			c.frames = c.frames[1:]
+			c.mu.Unlock()
+			return f, nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.notify:
+		case <-c.done:
+			c.mu.Lock()
+			n := len(c.frames)
+			c.mu.Unlock()
+			if n == 0 {
+				return nil, fmt.Errorf("%w: %v", ErrClosed, c.Err())
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Send sends body to user to and waits for the sent answer.
+func (c *Conn) Send(ctx context.Context, to, body string) (Sent, error) {
+	return c.SendMsg(ctx, SendRequest{To: to, Body: body})
+}
+
+// SendMsg sends req and waits for its sent answer; a refused send returns
+// an *Error. Sending the same CID again returns the same message id.
+func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
+	if req.CID == "" {
+		req.CID = c.prefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
+	}
+	ch := make(chan Result, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return Sent{}, ErrClosed
+	}
+	c.waiters[req.CID] = ch
+	c.mu.Unlock()
+	frame := struct {
+		Type string `json:"type"`
+		SendRequest
+	}{wire.TypeSend, req}
+	if err := c.writeJSON(frame); err != nil {
+		c.mu.Lock()
+		delete(c.waiters, req.CID)
+		c.mu.Unlock()
+		return Sent{}, err
+	}
+	select {
+	case r := <-ch:
+		return r.Sent, r.Err
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiters, req.CID)
+		c.mu.Unlock()
+		return Sent{}, ctx.Err()
+	}
+}
+
+// SendAsync sends req without waiting; the answer arrives on the returned
+// channel. It is for load generators that keep many sends in flight.
+func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err error) {
+	if req.CID == "" {
+		req.CID = c.prefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
+	}
+	ch := make(chan Result, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return "", nil, ErrClosed
+	}
+	c.waiters[req.CID] = ch
+	c.mu.Unlock()
+	frame := struct {
+		Type string `json:"type"`
+		SendRequest
+	}{wire.TypeSend, req}
+	if err := c.writeJSON(frame); err != nil {
+		return "", nil, err
+	}
+	return req.CID, ch, nil
+}
+
+// Ack acknowledges received message and receipt frames.
+func (c *Conn) Ack(ids ...string) error {
+	return c.writeJSON(map[string]any{"type": wire.TypeAck, "ids": ids})
+}
+
+// Read marks received messages read.
+func (c *Conn) Read(ids ...string) error {
+	return c.writeJSON(map[string]any{"type": wire.TypeRead, "ids": ids})
+}
+
+// TypingTo tells user to that this user is typing.
+func (c *Conn) TypingTo(to string) error {
+	return c.writeJSON(map[string]any{"type": wire.TypeTyping, "to": to})
+}
+
+// TypingInGroup tells a group's members that this user is typing.
+func (c *Conn) TypingInGroup(group string) error {
+	return c.writeJSON(map[string]any{"type": wire.TypeTyping, "group": group})
+}
+
+// Subscribe asks for presence frames of users.
+func (c *Conn) Subscribe(users ...string) error {
+	return c.writeJSON(map[string]any{"type": wire.TypePresenceSubscribe, "users": users})
+}
+
+// Unsubscribe stops presence frames of users.
+func (c *Conn) Unsubscribe(users ...string) error {
+	return c.writeJSON(map[string]any{"type": wire.TypePresenceUnsubscribe, "users": users})
+}
+
+// WriteRaw sends data as one text frame, as is (for tests of bad input).
+func (c *Conn) WriteRaw(data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.ws.WriteMessage(websocket.TextMessage, data)
+}
+
+func (c *Conn) writeJSON(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	return nil
+}
+
+// Close closes the session with a normal close frame and waits briefly for
+// the server's answer.
+func (c *Conn) Close() error {
+	c.wmu.Lock()
+	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	c.wmu.Unlock()
+	select {
+	case <-c.done:
+	case <-time.After(2 * time.Second):
+		c.ws.Close()
+		<-c.done
+	}
+	if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Abort drops the TCP connection without a close frame, as a phone losing
+// its network does.
+func (c *Conn) Abort() {
+	c.ws.NetConn().Close()
+	<-c.done
+}

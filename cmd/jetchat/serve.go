@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetchat/jetchat/delivery"
+	"github.com/jetchat/jetchat/gateway"
+	"github.com/jetchat/jetchat/internal/metrics"
+	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/pg"
+)
+
+// serveFlags are the flags of serve.
+type serveFlags struct {
+	keys keyFlags
+	logs logFlags
+
+	httpAddr     string
+	natsURL      string
+	natsListen   string
+	fsync        syncFlag
+	databaseURL  string
+	gatewayID    string
+	publicURL    string
+	replicas     int
+	retention    time.Duration
+	dedupWindow  time.Duration
+	sendRate     float64
+	sendBurst    int
+	window       int
+	receiptDelay time.Duration
+	cursorFlush  time.Duration
+	shutdown     time.Duration
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	f.keys.register(fs)
+	f.logs.register(fs)
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "gw-1"
+	}
+	fs.StringVar(&f.httpAddr, "http", ":8080", "HTTP and WebSocket listen address")
+	fs.StringVar(&f.natsURL, "nats-url", "", "NATS servers to use (comma-separated URLs) instead of the embedded one")
+	fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server, or none for in-process only")
+	fs.Var(&f.fsync, "fsync", `embedded JetStream durability: "always" (fsync every write before acknowledging it) or an interval such as 1s`)
+	fs.StringVar(&f.databaseURL, "database-url", "", "Postgres URL (default: $DATABASE_URL, else "+pg.DefaultURL+")")
+	fs.StringVar(&f.gatewayID, "gateway-id", host, "this gateway's id (unique per gateway)")
+	fs.StringVar(&f.publicURL, "public-url", "", "WebSocket URL clients use for this gateway (default: from the request's Host)")
+	fs.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (3 on a 3-node NATS cluster)")
+	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long messages and receipts are kept")
+	fs.DurationVar(&f.dedupWindow, "dedup-window", 15*time.Minute, "how long a repeated send (same user and cid) is recognised")
+	fs.Float64Var(&f.sendRate, "send-rate", 30, "sends per second allowed per user")
+	fs.IntVar(&f.sendBurst, "send-burst", 60, "sends a user may make at once")
+	fs.IntVar(&f.window, "window", 4096, "records a device may hold unacknowledged before delivery to it pauses")
+	fs.DurationVar(&f.receiptDelay, "receipt-delay", 100*time.Millisecond, "how long receipts to one sender are batched into one stored record")
+	fs.DurationVar(&f.cursorFlush, "cursor-flush", 2*time.Second, "how often acknowledged positions are stored")
+	fs.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long a SIGTERM drain may take")
+}
+
+// serve runs a node until ctx ends, then drains it.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f serveFlags
+	f.register(fs)
+	if err := parse(fs, args, getenv); err != nil {
+		return err
+	}
+	log, err := f.logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if f.replicas < 1 {
+		return usageError{"--replicas must be at least 1"}
+	}
+	if err := os.MkdirAll(f.keys.data, 0o755); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	keys, err := f.keys.keys()
+	if err != nil {
+		return fmt.Errorf("token keys: %w", err)
+	}
+
+	// NATS: embedded or external.
+	var ns *server.Server
+	var deliverySvc atomic.Pointer[delivery.Service]
+	resync := func() {
+		if d := deliverySvc.Load(); d != nil {
+			d.Resync()
+		}
+	}
+	natsOpts := []nats.Option{
+		nats.Name("jetchat " + f.gatewayID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(64 << 20),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				log.Warn("live records dropped: resyncing devices from the log", "err", err)
+				resync()
+				return
+			}
+			log.Warn("nats", "err", err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			log.Info("reconnected to NATS: resyncing devices from the log")
+			resync()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+	}
+	var nc *nats.Conn
+	if f.natsURL == "" {
+		listen := f.natsListen
+		if listen == "none" {
+			listen = ""
+		}
+		ns, err = natsx.StartEmbedded(natsx.EmbeddedConfig{
+			Name:         f.gatewayID,
+			Listen:       listen,
+			StoreDir:     filepath.Join(f.keys.data, "nats"),
+			SyncInterval: f.fsync.interval,
+		}, log.With("component", "nats-server"))
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		nc, err = nats.Connect("", append(natsOpts, nats.InProcessServer(ns))...)
+	} else {
+		nc, err = nats.Connect(f.natsURL, append(natsOpts, nats.Timeout(5*time.Second))...)
+	}
+	if err != nil {
+		return fmt.Errorf("connect to NATS %s: %w", f.natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	res, err := natsx.Ensure(ectx, js, natsx.Settings{Replicas: f.replicas, Retention: f.retention, DedupWindow: f.dedupWindow})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("set up JetStream (is JetStream enabled on %s?): %w", orEmbedded(f.natsURL), err)
+	}
+
+	// Postgres: the pool connects lazily; the database and schema are made
+	// in the background so that 1:1 messaging works while Postgres is down.
+	dbURL := databaseURL(f.databaseURL, getenv)
+	pool, err := pg.NewPool(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	m := metrics.New()
+	dsvc, err := delivery.New(delivery.Config{
+		Window:       f.window,
+		ReceiptDelay: f.receiptDelay,
+		CursorFlush:  f.cursorFlush,
+	}, nc, js, res, m, log)
+	if err != nil {
+		return err
+	}
+	deliverySvc.Store(dsvc)
+
+	gw, err := gateway.New(gateway.Config{
+		ID:        f.gatewayID,
+		PublicURL: f.publicURL,
+		SendRate:  f.sendRate,
+		SendBurst: f.sendBurst,
+	}, dsvc, keys, []gateway.Check{
+		{Name: "nats", Check: func(ctx context.Context) error {
+			if !nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			_, err := js.AccountInfo(ctx)
+			return err
+		}},
+		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
+	}, m, log)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.httpAddr, err)
+	}
+	httpSrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("jetchat node started", "http", ln.Addr().String(), "gateway", f.gatewayID,
+		"nats", orEmbedded(f.natsURL), "nats_listen", f.natsListen, "fsync", f.fsync.String(), "data", f.keys.data)
+	fmt.Fprintf(stdout, "jetchat listening on %s\n", ln.Addr())
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return dsvc.Run(runCtx) })
+	g.Go(func() error { migrateLoop(gctx, pool, dbURL, log); return nil })
+	g.Go(func() error {
+		<-gctx.Done()
+		// Drain in a fixed order under one timeout: stop accepting, finish
+		// in-flight sends and close sessions (1001), store receipts and
+		// cursors, then let the deferred closes stop NATS and Postgres.
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), f.shutdown)
+		defer cancel()
+		httpSrv.Shutdown(sctx)
+		if err := gw.Shutdown(sctx); err != nil {
+			log.Warn("gateway drain", "err", err)
+		}
+		stopRun()
+		return nil
+	})
+	err = g.Wait()
+	if err == nil && ctx.Err() != nil {
+		log.Info("stopped")
+		return nil
+	}
+	return err
+}
+
+// migrateLoop creates the database and applies migrations, retrying while
+// Postgres is unreachable.
+func migrateLoop(ctx context.Context, pool *pgxpool.Pool, url string, log *slog.Logger) {
+	wait := time.Second
+	for {
+		mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := pg.EnsureDatabase(mctx, url)
+		if err == nil {
+			var n int
+			n, err = pg.Migrate(mctx, pool, pg.Migrations())
+			if err == nil {
+				cancel()
+				log.Info("database ready", "migrations_applied", n)
+				return
+			}
+		}
+		cancel()
+		log.Warn("postgres not ready; 1:1 messaging works meanwhile, retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+func orEmbedded(url string) string {
+	if url == "" {
+		return "embedded"
+	}
+	return url
+}

@@ -1,0 +1,78 @@
+package delivery
+
+import (
+	"errors"
+	"time"
+)
+
+// Config tunes the delivery service. The zero value of a field means its
+// default (see Defaults).
+type Config struct {
+	// Window is the most records a device may hold unacknowledged. When it
+	// is reached, delivery to that device pauses (nothing is buffered) until
+	// acks arrive, then resumes from the stream.
+	Window int
+	// ReadBatch is how many records a catch-up reads per request.
+	ReadBatch int
+	// ReceiptDelay is how long receipts for one sender are collected before
+	// they are stored as one record. Longer means fewer stored writes.
+	ReceiptDelay time.Duration
+	// CursorFlush is how often acknowledged positions are written to the
+	// device records. A crash loses at most this much progress, which
+	// shows as redelivery (never as loss).
+	CursorFlush time.Duration
+	// DeviceTTL forgets a device that has not connected for this long.
+	DeviceTTL time.Duration
+	// PublishTimeout bounds one JetStream write, retries included.
+	PublishTimeout time.Duration
+	// ScanLimit bounds the records one history or status request reads.
+	ScanLimit int
+	// Now is the clock (tests may set it).
+	Now func() time.Time
+}
+
+// Defaults returns the default configuration.
+func Defaults() Config {
+	return Config{
+		Window:         4096,
+		ReadBatch:      512,
+		ReceiptDelay:   100 * time.Millisecond,
+		CursorFlush:    2 * time.Second,
+		DeviceTTL:      90 * 24 * time.Hour,
+		PublishTimeout: 10 * time.Second,
+		ScanLimit:      50000,
+		Now:            time.Now,
+	}
+}
+
+func (c Config) withDefaults() (Config, error) {
+	d := Defaults()
+	if c.Window == 0 {
+		c.Window = d.Window
+	}
+	if c.ReadBatch == 0 {
+		c.ReadBatch = d.ReadBatch
+	}
+	if c.ReceiptDelay == 0 {
+		c.ReceiptDelay = d.ReceiptDelay
+	}
+	if c.CursorFlush == 0 {
+		c.CursorFlush = d.CursorFlush
+	}
+	if c.DeviceTTL == 0 {
+		c.DeviceTTL = d.DeviceTTL
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = d.PublishTimeout
+	}
+	if c.ScanLimit == 0 {
+		c.ScanLimit = d.ScanLimit
+	}
+	if c.Now == nil {
+		c.Now = d.Now
+	}
+	if c.Window < 16 || c.ReadBatch < 1 || c.ReceiptDelay < 0 || c.CursorFlush < 0 || c.ScanLimit < 100 {
+		return c, errors.New("delivery: window must be at least 16, read batch at least 1, scan limit at least 100, durations not negative")
+	}
+	return c, nil
+}

@@ -1,0 +1,210 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/wire"
+)
+
+// MaxHistoryLimit is the largest history page.
+const MaxHistoryLimit = 200
+
+// History returns the messages between user and q.With, newest first, as
+// message frames. Both sides of the conversation are read from the two
+// users' inboxes (a message is stored once, in its recipient's inbox).
+// It returns an error wrapping ErrBadRequest for a malformed query and
+// ErrUnavailable when the log cannot be read.
+func (s *Service) History(ctx context.Context, user string, q chat.HistoryQuery) (chat.History, error) {
+	if q.Limit < 1 || q.Limit > MaxHistoryLimit {
+		return nil, fmt.Errorf("%w: limit must be 1 to %d", ErrBadRequest, MaxHistoryLimit)
+	}
+	type side struct {
+		subject string
+		from    string // the sender whose messages this inbox holds for us
+	}
+	sides := []side{{natsx.Inbox(user), q.With}}
+	if q.With != user {
+		sides = append(sides, side{natsx.Inbox(q.With), user})
+	}
+	var upper uint64 // exclusive
+	if q.Before != "" {
+		p, ok := parseID(q.Before)
+		if !ok || p.receipt {
+			return nil, fmt.Errorf("%w: before must be a message id", ErrBadRequest)
+		}
+		upper = p.seq
+	} else {
+		for _, sd := range sides {
+			last, err := s.lastSeq(ctx, sd.subject)
+			if err != nil {
+				return nil, err
+			}
+			upper = max(upper, last+1)
+		}
+	}
+	type found struct {
+		seq   uint64
+		frame []byte
+	}
+	var out []found
+	scanned := 0
+	window := uint64(1024)
+	for hi := upper; hi > 1 && len(out) < q.Limit && scanned < s.cfg.ScanLimit; window *= 4 {
+		lo := uint64(1)
+		if hi > window {
+			lo = hi - window
+		}
+		for _, sd := range sides {
+			for seq := lo; seq < hi; {
+				var stop bool
+				res, err := natsx.GetBatch(ctx, s.nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: sd.subject, Seq: seq, Batch: 256, MaxBytes: 4 << 20}, func(m *nats.Msg) error {
+					n := natsx.Seq(m)
+					if n >= hi {
+						stop = true
+						return nil
+					}
+					scanned++
+					if m.Header.Get(HdrKind) != KindMessage || m.Header.Get(HdrFrom) != sd.from {
+						return nil
+					}
+					r, err := decodeRecord(m, false)
+					if err != nil {
+						return nil
+					}
+					out = append(out, found{n, r.frames[0]})
+					return nil
+				})
+				if err != nil {
+					return nil, fmt.Errorf("%w: read history: %v", ErrUnavailable, err)
+				}
+				if stop || res.Count == 0 || res.Pending == 0 {
+					break
+				}
+				seq = res.Last + 1
+			}
+		}
+		hi = lo
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seq > out[j].seq })
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	msgs := make(chat.History, len(out))
+	for i, f := range out {
+		msgs[i] = f.frame
+	}
+	return msgs, nil
+}
+
+// lastSeq is the sequence of the last record on subject, or 0.
+func (s *Service) lastSeq(ctx context.Context, subject string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	body, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+	m, err := s.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+natsx.StreamMsgs, body)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if len(m.Data) == 0 && m.Header.Get("Status") == "404" {
+		return 0, nil
+	}
+	return natsx.Seq(m), nil
+}
+
+// Status returns the status of the message id for its sender, user: sent,
+// delivered or read per recipient, from the receipts stored in user's inbox
+// after the message. Anyone but the sender gets an error wrapping
+// ErrNotFound, as for a message that does not exist.
+func (s *Service) Status(ctx context.Context, user, id string) (*chat.MessageStatus, error) {
+	p, ok := parseID(id)
+	if !ok || p.receipt {
+		return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
+	}
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	m, err := natsx.Get(gctx, s.nc, natsx.StreamMsgs, p.seq)
+	cancel()
+	if errors.Is(err, natsx.ErrNoMessage) {
+		return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	to := m.Header.Get(HdrTo)
+	if m.Header.Get(HdrKind) != KindMessage || m.Header.Get(HdrFrom) != user || m.Header.Get(natsx.HdrSubject) != natsx.Inbox(to) {
+		return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
+	}
+	var sentTS int64
+	var mb messageBody
+	if json.Unmarshal(m.Data, &mb) == nil {
+		sentTS = mb.TS
+	}
+	st := &chat.MessageStatus{ID: id, Status: wire.StatusSent, Recipients: []chat.RecipientStatus{}}
+	if to == user {
+		return st, nil
+	}
+	rs := map[string]*chat.RecipientStatus{to: {User: to, Status: wire.StatusSent, TS: sentTS}}
+	if err := s.scanReceipts(ctx, user, p.seq, id, rs); err != nil {
+		return nil, err
+	}
+	least := wire.StatusRead
+	for _, r := range rs {
+		st.Recipients = append(st.Recipients, *r)
+		if statusRank(r.Status) < statusRank(least) {
+			least = r.Status
+		}
+	}
+	sort.Slice(st.Recipients, func(i, j int) bool { return st.Recipients[i].User < st.Recipients[j].User })
+	st.Status = least
+	return st, nil
+}
+
+// scanReceipts reads user's inbox after seq for receipts of msgID by the
+// recipients in rs, raising their status. It stops when all have read it,
+// at the end of the inbox, or after Config.ScanLimit records.
+func (s *Service) scanReceipts(ctx context.Context, user string, seq uint64, msgID string, rs map[string]*chat.RecipientStatus) error {
+	unread := len(rs)
+	scanned := 0
+	for from := seq + 1; unread > 0 && scanned < s.cfg.ScanLimit; {
+		res, err := natsx.GetBatch(ctx, s.nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox(user), Seq: from, Batch: 512, MaxBytes: 4 << 20}, func(m *nats.Msg) error {
+			scanned++
+			if m.Header.Get(HdrKind) != KindReceipts {
+				return nil
+			}
+			r := rs[m.Header.Get(HdrFrom)]
+			if r == nil {
+				return nil
+			}
+			var b receiptsBody
+			if json.Unmarshal(m.Data, &b) != nil {
+				return nil
+			}
+			for _, it := range b.Items {
+				if it.Msg != msgID || statusRank(it.Status) <= statusRank(r.Status) {
+					continue
+				}
+				r.Status, r.TS = it.Status, it.TS
+				if it.Status == wire.StatusRead {
+					unread--
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w: read receipts: %v", ErrUnavailable, err)
+		}
+		if res.Count == 0 || res.Pending == 0 {
+			return nil
+		}
+		from = res.Last + 1
+	}
+	return nil
+}

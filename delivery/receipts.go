@@ -1,0 +1,175 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/wire"
+)
+
+// batcher collects receipts per (sender, author) pair for up to
+// Config.ReceiptDelay and stores each batch as one record in the sender's
+// inbox: a chatty conversation costs one stored write per batch, not one
+// per receipt.
+type batcher struct {
+	svc *Service
+
+	mu      sync.Mutex
+	batches map[batchKey]*rbatch
+	retry   []*rbatch     // batches whose store failed, stored again unchanged
+	full    chan struct{} // a batch filled up: store now
+
+	pubMu sync.Mutex // one storing round at a time
+}
+
+type batchKey struct{ target, by string }
+
+type rbatch struct {
+	key   batchKey
+	id    string // Nats-Msg-Id: a retried store is deduplicated
+	items []receiptItem
+	since time.Time
+}
+
+func newBatcher(s *Service) *batcher {
+	return &batcher{svc: s, batches: map[batchKey]*rbatch{}, full: make(chan struct{}, 1)}
+}
+
+// add queues a receipt for target's inbox, authored by by.
+func (b *batcher) add(target, by string, it receiptItem) {
+	k := batchKey{target, by}
+	b.mu.Lock()
+	rb := b.batches[k]
+	if rb == nil {
+		rb = &rbatch{key: k, id: nuid.Next(), since: b.svc.cfg.Now()}
+		b.batches[k] = rb
+	}
+	rb.items = append(rb.items, it)
+	full := len(rb.items) >= maxReceiptItems
+	b.mu.Unlock()
+	if full || b.svc.cfg.ReceiptDelay == 0 {
+		select {
+		case b.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run stores batches as they come due until ctx ends.
+func (b *batcher) run(ctx context.Context) {
+	tick := time.NewTicker(max(b.svc.cfg.ReceiptDelay/2, 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-b.full:
+		}
+		sctx, cancel := context.WithTimeout(ctx, b.svc.cfg.PublishTimeout)
+		if err := b.store(sctx, false); err != nil && ctx.Err() == nil {
+			b.svc.log.Warn("store receipts", "err", err)
+		}
+		cancel()
+	}
+}
+
+// flushAll stores every queued receipt and returns once they are stored.
+func (b *batcher) flushAll(ctx context.Context) error {
+	return b.store(ctx, true)
+}
+
+// store writes the due batches (all of them when all is set). Batches that
+// fail to store are queued again with their ids, so a retry cannot
+// duplicate them.
+func (b *batcher) store(ctx context.Context, all bool) error {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	now := b.svc.cfg.Now()
+	b.mu.Lock()
+	due := b.retry
+	b.retry = nil
+	for k, rb := range b.batches {
+		if all || len(rb.items) >= maxReceiptItems || now.Sub(rb.since) >= b.svc.cfg.ReceiptDelay {
+			due = append(due, rb)
+			delete(b.batches, k)
+		}
+	}
+	b.mu.Unlock()
+	if len(due) == 0 {
+		return nil
+	}
+	// Split oversized batches so each record holds at most maxReceiptItems.
+	var recs []*rbatch
+	for _, rb := range due {
+		for len(rb.items) > maxReceiptItems {
+			recs = append(recs, &rbatch{key: rb.key, id: nuid.Next(), items: rb.items[:maxReceiptItems], since: rb.since})
+			rb.items = rb.items[maxReceiptItems:]
+		}
+		recs = append(recs, rb)
+	}
+	futures := make([]jetstream.PubAckFuture, len(recs))
+	var errs []error
+	start := time.Now()
+	for i, rb := range recs {
+		data, err := json.Marshal(receiptsBody{Type: "receipts", By: rb.key.by, Items: rb.items})
+		if err != nil {
+			return err
+		}
+		m := nats.NewMsg(natsx.Inbox(rb.key.target))
+		m.Data = data
+		m.Header.Set(hdrMsgID, "r:"+rb.id)
+		m.Header.Set(HdrKind, KindReceipts)
+		m.Header.Set(HdrFrom, rb.key.by)
+		m.Header.Set(HdrTS, strconv.FormatInt(now.UnixMilli(), 10))
+		futures[i], err = b.svc.js.PublishMsgAsync(m)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var failed []*rbatch
+	for i, f := range futures {
+		if f == nil {
+			failed = append(failed, recs[i])
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs = append(errs, err)
+			failed = append(failed, recs[i])
+		case <-ctx.Done():
+			errs = append(errs, ctx.Err())
+			failed = append(failed, recs[i])
+		}
+	}
+	b.svc.m.PublishLatency.Observe(time.Since(start).Seconds())
+	if len(failed) > 0 {
+		b.mu.Lock()
+		b.retry = append(failed, b.retry...)
+		b.mu.Unlock()
+		return fmt.Errorf("store %d of %d receipt records: %w", len(failed), len(recs), errors.Join(errs...))
+	}
+	return nil
+}
+
+// statusRank orders receipt statuses.
+func statusRank(s string) int {
+	switch s {
+	case wire.StatusRead:
+		return 2
+	case wire.StatusDelivered:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,196 @@
+package delivery
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/wire"
+)
+
+// Records are what the message log stores. Their JSON bodies are the frames
+// clients receive (documented in docs/subjects.md for backend services); the
+// headers below carry what delivery needs without parsing the JSON.
+const (
+	hdrMsgID = "Nats-Msg-Id"
+	// HdrKind is the record kind: KindMessage, KindCopy or KindReceipts.
+	HdrKind = "Jc-Kind"
+	// HdrFrom is the sender of a message, or the author of receipts.
+	HdrFrom = "Jc-From"
+	// HdrTo is the recipient of a message.
+	HdrTo = "Jc-To"
+	// HdrDevice is the device a message was sent from.
+	HdrDevice = "Jc-Device"
+	// HdrTS is the server time a message was accepted, in ms.
+	HdrTS = "Jc-Ts"
+)
+
+// Record kinds.
+const (
+	// KindMessage is a message in its recipient's inbox. Its id is derived
+	// from its stream sequence, so its JSON carries none.
+	KindMessage = "msg"
+	// KindCopy is a copy of a message in its sender's inbox, for the sender's
+	// other devices. Its JSON carries the original's id.
+	KindCopy = "copy"
+	// KindReceipts is a batch of receipts in the inbox of the messages' sender.
+	KindReceipts = "rcpt"
+)
+
+// MessageID is the id of the message stored at seq.
+func MessageID(seq uint64) string { return "m" + strconv.FormatUint(seq, 10) }
+
+// receiptID is the id of part i of the receipts record stored at seq.
+func receiptID(seq uint64, i int) string {
+	return "r" + strconv.FormatUint(seq, 10) + "-" + strconv.Itoa(i)
+}
+
+// parsedID is a decoded message or receipt id.
+type parsedID struct {
+	receipt bool
+	seq     uint64
+	part    int
+}
+
+// parseID decodes "m<seq>" and "r<seq>-<part>".
+func parseID(id string) (parsedID, bool) {
+	if len(id) < 2 {
+		return parsedID{}, false
+	}
+	switch id[0] {
+	case 'm':
+		seq, err := strconv.ParseUint(id[1:], 10, 64)
+		if err != nil || seq == 0 || id[1] == '0' || id[1] == '+' {
+			return parsedID{}, false
+		}
+		return parsedID{seq: seq}, true
+	case 'r':
+		s, p, ok := strings.Cut(id[1:], "-")
+		if !ok || s == "" || p == "" || s[0] == '0' || s[0] == '+' || p[0] == '+' || (len(p) > 1 && p[0] == '0') {
+			return parsedID{}, false
+		}
+		seq, err1 := strconv.ParseUint(s, 10, 64)
+		part, err2 := strconv.Atoi(p)
+		if err1 != nil || err2 != nil || seq == 0 || part < 0 || part >= maxReceiptItems {
+			return parsedID{}, false
+		}
+		return parsedID{receipt: true, seq: seq, part: part}, true
+	}
+	return parsedID{}, false
+}
+
+// messageBody is the stored JSON of a 1:1 message.
+type messageBody struct {
+	Type  string `json:"type"`
+	ID    string `json:"id,omitempty"`
+	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
+	Body  string `json:"body"`
+	Media string `json:"media,omitempty"`
+	TS    int64  `json:"ts"`
+}
+
+// appendMessage appends the stored JSON of a message. id is empty for the
+// original and set for copies.
+func appendMessage(dst []byte, id, from, to, body, media string, ts int64) []byte {
+	dst = append(dst, `{"type":"message",`...)
+	if id != "" {
+		dst = append(dst, `"id":`...)
+		dst = wire.AppendString(dst, id)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"from":`...)
+	dst = wire.AppendString(dst, from)
+	dst = append(dst, `,"to":`...)
+	dst = wire.AppendString(dst, to)
+	dst = append(dst, `,"body":`...)
+	dst = wire.AppendString(dst, body)
+	if media != "" {
+		dst = append(dst, `,"media":`...)
+		dst = wire.AppendString(dst, media)
+	}
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	return append(dst, '}')
+}
+
+// receiptItem is one receipt inside a receipts record.
+type receiptItem struct {
+	Msg    string `json:"msg"`
+	Status string `json:"status"`
+	TS     int64  `json:"ts"`
+}
+
+// receiptsBody is the stored JSON of a receipts record.
+type receiptsBody struct {
+	Type  string        `json:"type"`
+	By    string        `json:"by"`
+	Items []receiptItem `json:"items"`
+}
+
+// maxReceiptItems bounds a receipts record (an ack tracks parts in a uint64).
+const maxReceiptItems = 64
+
+// record is a stored record decoded for delivery.
+type record struct {
+	seq    uint64
+	last   uint64 // previous sequence on the same subject (live records only)
+	kind   string
+	from   string
+	to     string
+	device string
+	ts     int64
+	// frames are what the record's recipients receive: one message frame,
+	// or one receipt frame per receipt.
+	frames [][]byte
+}
+
+// decodeRecord turns a stored message (from a direct get or a republish)
+// into a record. live says whether Nats-Last-Sequence is the per-subject
+// previous sequence (republish) rather than a batch position (direct get).
+func decodeRecord(m *nats.Msg, live bool) (*record, error) {
+	h := m.Header
+	seq := natsx.Seq(m)
+	if seq == 0 {
+		return nil, fmt.Errorf("record without sequence on %s", m.Subject)
+	}
+	r := &record{seq: seq, kind: h.Get(HdrKind), from: h.Get(HdrFrom), to: h.Get(HdrTo), device: h.Get(HdrDevice)}
+	if live {
+		r.last, _ = strconv.ParseUint(h.Get(natsx.HdrLastSequence), 10, 64)
+	}
+	r.ts, _ = strconv.ParseInt(h.Get(HdrTS), 10, 64)
+	switch r.kind {
+	case KindMessage:
+		if len(m.Data) < 2 || m.Data[0] != '{' {
+			return nil, fmt.Errorf("record %d: malformed message", seq)
+		}
+		id := MessageID(seq)
+		f := make([]byte, 0, len(m.Data)+len(id)+8)
+		f = append(f, `{"id":"`...)
+		f = append(f, id...)
+		f = append(f, `",`...)
+		f = append(f, m.Data[1:]...)
+		r.frames = [][]byte{f}
+	case KindCopy:
+		r.frames = [][]byte{m.Data}
+	case KindReceipts:
+		var b receiptsBody
+		if err := json.Unmarshal(m.Data, &b); err != nil {
+			return nil, fmt.Errorf("record %d: malformed receipts: %w", seq, err)
+		}
+		if len(b.Items) > maxReceiptItems {
+			b.Items = b.Items[:maxReceiptItems]
+		}
+		r.frames = make([][]byte, len(b.Items))
+		for i, it := range b.Items {
+			r.frames[i] = wire.AppendReceipt(nil, receiptID(seq, i), it.Msg, it.Status, b.By, it.TS)
+		}
+	default:
+		return nil, fmt.Errorf("record %d: unknown kind %q", seq, r.kind)
+	}
+	return r, nil
+}

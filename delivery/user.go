@@ -1,0 +1,320 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/wire"
+)
+
+// deviceRecord is the stored value of a user's key in the devices bucket.
+type deviceRecord struct {
+	V       int                      `json:"v"`
+	Devices map[string]*deviceCursor `json:"devices"`
+}
+
+// deviceCursor is one device's stored position: every record of the user
+// with a sequence up to Floor was acknowledged by the device.
+type deviceCursor struct {
+	Floor uint64 `json:"floor"`
+	Seen  int64  `json:"seen"`
+}
+
+// maxReceipted bounds the per-user memory of receipts already produced.
+const maxReceipted = 1 << 16
+
+// userState is what a node holds for an online user: its devices here, its
+// stored device record, and which receipts it has produced this session.
+// It exists only while at least one of the user's devices is connected.
+type userState struct {
+	svc   *Service
+	id    string
+	refs  int           // guarded by svc.mu
+	ready chan struct{} // closed once loaded
+	err   error         // load error, set before ready closes
+	sub   interface{ Unsubscribe() error }
+
+	devs atomic.Pointer[[]*Device] // copy on write, read by the dispatcher
+
+	mu    sync.Mutex
+	rec   deviceRecord
+	rev   uint64
+	gen   uint64 // bumped on every change to store
+	saved uint64 // gen last stored
+	// baseFloor: every record up to it was acknowledged by some device
+	// before this state was loaded, so its receipts were produced then.
+	baseFloor uint64
+	receipted map[uint64]struct{} // messages with a delivered or read receipt
+	read      map[uint64]struct{} // messages with a read receipt
+}
+
+func newUserState(s *Service, id string) *userState {
+	u := &userState{
+		svc:       s,
+		id:        id,
+		ready:     make(chan struct{}),
+		rec:       deviceRecord{V: 1, Devices: map[string]*deviceCursor{}},
+		receipted: map[uint64]struct{}{},
+		read:      map[uint64]struct{}{},
+	}
+	u.devs.Store(&[]*Device{})
+	return u
+}
+
+// load reads the device record and subscribes to live records. The
+// subscription comes first: a record stored after it is republished to us,
+// one stored before it is found by the catch-up read that follows.
+func (u *userState) load(ctx context.Context) error {
+	sub, err := u.svc.nc.ChanSubscribe(natsx.Live(u.id), u.svc.liveCh)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	u.sub = sub
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	e, err := u.svc.kv.Get(ctx, u.id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		sub.Unsubscribe()
+		return err
+	default:
+		var rec deviceRecord
+		if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Devices == nil {
+			u.svc.log.Warn("unreadable device record, starting afresh", "user_id", u.id, "err", err)
+		} else {
+			u.rec = rec
+		}
+		u.rev = e.Revision()
+	}
+	now := u.svc.cfg.Now().UnixMilli()
+	for name, c := range u.rec.Devices {
+		if now-c.Seen > u.svc.cfg.DeviceTTL.Milliseconds() {
+			delete(u.rec.Devices, name)
+			u.gen++
+			continue
+		}
+		u.baseFloor = max(u.baseFloor, c.Floor)
+	}
+	// Make sure the server has the subscription before catch-up reads.
+	return u.svc.nc.FlushWithContext(ctx)
+}
+
+func (u *userState) devices() []*Device { return *u.devs.Load() }
+
+// attach adds d, returning the device it replaces, if any. d starts where
+// the replaced device was, or at its stored floor; a device seen for the
+// first time starts at the beginning of the user's inbox.
+func (u *userState) attach(d *Device) (old *Device) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	cur := u.devices()
+	next := make([]*Device, 0, len(cur)+1)
+	for _, x := range cur {
+		if x.id == d.id {
+			old = x
+			continue
+		}
+		next = append(next, x)
+	}
+	var floor uint64
+	if c := u.rec.Devices[d.id]; c != nil {
+		floor = c.Floor
+	}
+	if old != nil {
+		floor = max(floor, old.currentFloor())
+	}
+	now := u.svc.cfg.Now().UnixMilli()
+	if c := u.rec.Devices[d.id]; c != nil {
+		c.Seen = now
+	} else {
+		u.rec.Devices[d.id] = &deviceCursor{Seen: now}
+	}
+	u.gen++
+	d.floor, d.last = floor, floor
+	next = append(next, d)
+	u.devs.Store(&next)
+	return old
+}
+
+// detach removes d (if it is still the attached device of its id) and folds
+// its position into the record.
+func (u *userState) detach(d *Device) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	cur := u.devices()
+	next := make([]*Device, 0, len(cur))
+	for _, x := range cur {
+		if x != d {
+			next = append(next, x)
+		}
+	}
+	u.devs.Store(&next)
+	if c := u.rec.Devices[d.id]; c != nil {
+		c.Floor = max(c.Floor, d.currentFloor())
+		c.Seen = u.svc.cfg.Now().UnixMilli()
+	}
+	u.gen++
+}
+
+// hasOtherDevices reports whether the user has a device other than dev, so
+// that its sends need a copy in its own inbox.
+func (u *userState) hasOtherDevices(dev string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for name := range u.rec.Devices {
+		if name != dev {
+			return true
+		}
+	}
+	return false
+}
+
+func (u *userState) markDirty() {
+	u.mu.Lock()
+	u.gen++
+	u.mu.Unlock()
+}
+
+func (u *userState) isDirty() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.gen != u.saved
+}
+
+// ack is a message acknowledged by a device.
+type ack struct {
+	seq  uint64
+	from string
+}
+
+// delivered produces a delivered receipt for each message that no device of
+// the user acknowledged before.
+func (u *userState) delivered(acks []ack) {
+	now := u.svc.cfg.Now().UnixMilli()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, a := range acks {
+		if a.seq <= u.baseFloor {
+			continue
+		}
+		if _, done := u.receipted[a.seq]; done {
+			continue
+		}
+		u.remember(u.receipted, a.seq)
+		u.svc.receipts.add(a.from, u.id, receiptItem{Msg: MessageID(a.seq), Status: wire.StatusDelivered, TS: now})
+		u.svc.m.MessagesDelivered.Inc()
+	}
+}
+
+// readBy produces a read receipt for a message the user received, once.
+// It reports whether a receipt was produced.
+func (u *userState) readBy(seq uint64, from string) bool {
+	now := u.svc.cfg.Now().UnixMilli()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, done := u.read[seq]; done {
+		return false
+	}
+	u.remember(u.read, seq)
+	u.remember(u.receipted, seq) // read implies delivered
+	u.svc.receipts.add(from, u.id, receiptItem{Msg: MessageID(seq), Status: wire.StatusRead, TS: now})
+	u.svc.m.MessagesRead.Inc()
+	return true
+}
+
+// remember adds seq to a bounded set, forgetting an arbitrary old entry when
+// full (at worst a receipt is produced twice, which clients tolerate).
+func (u *userState) remember(set map[uint64]struct{}, seq uint64) {
+	if len(set) >= maxReceipted {
+		for k := range set {
+			delete(set, k)
+			break
+		}
+	}
+	set[seq] = struct{}{}
+}
+
+// flush stores the device record when it changed, merging with a record
+// written meanwhile by another node.
+func (u *userState) flush(ctx context.Context) error {
+	u.mu.Lock()
+	gen := u.gen
+	if gen == u.saved {
+		u.mu.Unlock()
+		return nil
+	}
+	for _, d := range u.devices() {
+		if c := u.rec.Devices[d.id]; c != nil {
+			c.Floor = max(c.Floor, d.currentFloor())
+		}
+	}
+	rec := cloneRecord(u.rec)
+	rev := u.rev
+	u.mu.Unlock()
+
+	for attempt := 0; ; attempt++ {
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		var newRev uint64
+		if rev == 0 {
+			newRev, err = u.svc.kv.Create(ctx, u.id, data)
+		} else {
+			newRev, err = u.svc.kv.Update(ctx, u.id, data, rev)
+		}
+		if err == nil {
+			u.mu.Lock()
+			u.rev = newRev
+			if u.saved < gen {
+				u.saved = gen
+			}
+			u.mu.Unlock()
+			return nil
+		}
+		if attempt >= 4 || !(errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongSequence(err)) {
+			return fmt.Errorf("store device record of %s: %w", u.id, err)
+		}
+		// Someone else wrote: merge their record into ours and retry.
+		e, gerr := u.svc.kv.Get(ctx, u.id)
+		if gerr != nil {
+			return fmt.Errorf("reload device record of %s: %w", u.id, gerr)
+		}
+		var theirs deviceRecord
+		if json.Unmarshal(e.Value(), &theirs) == nil {
+			for name, c := range theirs.Devices {
+				if mine := rec.Devices[name]; mine != nil {
+					mine.Floor = max(mine.Floor, c.Floor)
+					mine.Seen = max(mine.Seen, c.Seen)
+				} else {
+					rec.Devices[name] = c
+				}
+			}
+		}
+		rev = e.Revision()
+	}
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+func cloneRecord(r deviceRecord) deviceRecord {
+	out := deviceRecord{V: 1, Devices: make(map[string]*deviceCursor, len(r.Devices))}
+	for k, v := range r.Devices {
+		c := *v
+		out.Devices[k] = &c
+	}
+	return out
+}

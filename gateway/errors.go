@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/wire"
+)
+
+// codeOf maps a component error to a protocol error code. This is the one
+// place where errors become wire codes; anything unknown is internal.
+func codeOf(err error) string {
+	var werr *wire.Error
+	switch {
+	case errors.As(err, &werr):
+		return werr.Code
+	case errors.Is(err, chat.ErrBadRequest):
+		return wire.CodeBadRequest
+	case errors.Is(err, chat.ErrNotFound):
+		return wire.CodeNotFound
+	case errors.Is(err, chat.ErrForbidden):
+		return wire.CodeForbidden
+	case errors.Is(err, chat.ErrTooLarge):
+		return wire.CodeTooLarge
+	case errors.Is(err, chat.ErrConflict):
+		return wire.CodeConflict
+	case errors.Is(err, chat.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, chat.ErrClosed):
+		return wire.CodeUnavailable
+	}
+	return wire.CodeInternal
+}
+
+// statusOf is the HTTP status of a code.
+func statusOf(code string) int {
+	switch code {
+	case wire.CodeBadRequest:
+		return http.StatusBadRequest
+	case wire.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case wire.CodeForbidden:
+		return http.StatusForbidden
+	case wire.CodeNotFound:
+		return http.StatusNotFound
+	case wire.CodeConflict:
+		return http.StatusConflict
+	case wire.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case wire.CodeRateLimited:
+		return http.StatusTooManyRequests
+	case wire.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// publicMessage is the client-safe text of err: its own text for protocol
+// and client errors, a generic one for internal failures.
+func publicMessage(code string, err error) string {
+	var werr *wire.Error
+	if errors.As(err, &werr) {
+		return werr.Message
+	}
+	switch code {
+	case wire.CodeInternal:
+		return "internal error"
+	case wire.CodeUnavailable:
+		return "service temporarily unavailable, retry"
+	}
+	return err.Error()
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// writeError answers an HTTP request with the JSON error body of the protocol.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := codeOf(err)
+	s.writeCode(w, code, publicMessage(code, err))
+	if code == wire.CodeInternal {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+	}
+}
+
+func (s *Server) writeCode(w http.ResponseWriter, code, message string) {
+	s.m.Errors.WithLabelValues(code).Inc()
+	writeJSON(w, statusOf(code), errorBody{Error: errorDetail{Code: code, Message: message}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		slog.Debug("write response", "err", err)
+	}
+}

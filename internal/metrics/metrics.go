@@ -1,0 +1,74 @@
+// Package metrics declares jetchat's Prometheus metrics in one place. Every
+// component receives the *Metrics that main creates and registers on its own
+// registry (never the global one), which /metrics serves.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every collector.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Connections is the number of open WebSocket sessions.
+	Connections prometheus.Gauge
+	// FramesIn counts client frames by type ("invalid" for undecodable ones).
+	FramesIn *prometheus.CounterVec
+	// FramesOut counts frames queued to clients.
+	FramesOut prometheus.Counter
+	// MessagesSent counts messages durably stored (answered with sent).
+	MessagesSent prometheus.Counter
+	// MessagesDelivered counts delivered receipts: the first ack of a message
+	// by any device of a recipient.
+	MessagesDelivered prometheus.Counter
+	// MessagesRead counts read receipts.
+	MessagesRead prometheus.Counter
+	// DeliveryLatency is the time from a message's acceptance to its frame
+	// being queued for a live device.
+	DeliveryLatency prometheus.Histogram
+	// PublishLatency is the time JetStream takes to acknowledge a write.
+	PublishLatency prometheus.Histogram
+	// Errors counts errors answered to clients, by code.
+	Errors *prometheus.CounterVec
+	// SlowClosed counts sessions closed because their send queue was full.
+	SlowClosed prometheus.Counter
+}
+
+// New creates the collectors and registers them, with the Go runtime and
+// process collectors, on a new registry.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	latency := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+	m := &Metrics{
+		Registry: r,
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "jetchat_connections", Help: "Open WebSocket sessions."}),
+		FramesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetchat_frames_in_total", Help: "Frames received from clients, by type."}, []string{"type"}),
+		FramesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_frames_out_total", Help: "Frames queued to clients."}),
+		MessagesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_messages_sent_total", Help: "Messages durably stored and answered with sent."}),
+		MessagesDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_messages_delivered_total", Help: "Delivered receipts produced (first device ack per recipient)."}),
+		MessagesRead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_messages_read_total", Help: "Read receipts produced."}),
+		DeliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "jetchat_delivery_latency_seconds", Help: "Time from a message's acceptance to its frame being queued for a live device.", Buckets: latency}),
+		PublishLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "jetchat_jetstream_publish_latency_seconds", Help: "Time for JetStream to acknowledge a stored write.", Buckets: latency}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetchat_errors_total", Help: "Errors answered to clients, by code."}, []string{"code"}),
+		SlowClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_slow_sessions_closed_total", Help: "Sessions closed because their send queue was full."}),
+	}
+	r.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Connections, m.FramesIn, m.FramesOut, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
+		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed,
+	)
+	return m
+}

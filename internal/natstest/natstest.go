@@ -1,0 +1,58 @@
+// Package natstest runs real, JetStream-enabled nats-servers for tests: each
+// on a random loopback port with its store in the test's temporary folder,
+// shut down when the test ends.
+package natstest
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// RunJetStream starts a nats-server with JetStream on file storage. Writes are
+// synced on an interval (tests do not measure durability against power loss).
+func RunJetStream(t testing.TB) *server.Server {
+	t.Helper()
+	return RunJetStreamDir(t, t.TempDir())
+}
+
+// RunJetStreamDir is RunJetStream with a given store folder, so a test can
+// restart a server on the same data.
+func RunJetStreamDir(t testing.TB, dir string) *server.Server {
+	t.Helper()
+	s, err := natsx.StartEmbedded(natsx.EmbeddedConfig{
+		Name:         "test",
+		Listen:       "127.0.0.1:0",
+		StoreDir:     dir,
+		SyncInterval: time.Minute,
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("start nats-server: %v", err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// Connect opens a client connection to s, closed when the test ends.
+func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatalf("connect to nats-server: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}

@@ -1,0 +1,142 @@
+package natsx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Headers that JetStream puts on stored messages it hands out.
+const (
+	HdrSequence     = "Nats-Sequence"
+	HdrLastSequence = "Nats-Last-Sequence"
+	HdrTimeStamp    = "Nats-Time-Stamp"
+	HdrSubject      = "Nats-Subject"
+	HdrNumPending   = "Nats-Num-Pending"
+	hdrStatus       = "Status"
+)
+
+// ErrNoMessage is returned when a direct get finds nothing.
+var ErrNoMessage = errors.New("no message")
+
+// BatchRequest asks for up to Batch stored messages of one subject, starting
+// at sequence Seq (or at StartTime when set).
+type BatchRequest struct {
+	Subject   string
+	Seq       uint64
+	StartTime *time.Time
+	Batch     int
+	MaxBytes  int
+}
+
+type directGetRequest struct {
+	Seq       uint64     `json:"seq,omitempty"`
+	NextFor   string     `json:"next_by_subj,omitempty"`
+	Batch     int        `json:"batch,omitempty"`
+	MaxBytes  int        `json:"max_bytes,omitempty"`
+	StartTime *time.Time `json:"start_time,omitempty"`
+}
+
+// BatchResult describes the end of a batch read.
+type BatchResult struct {
+	// Count is how many messages fn received.
+	Count int
+	// Pending is how many matching messages remain after the last one
+	// returned (0 means the read reached the end of the subject).
+	Pending uint64
+	// Last is the sequence of the last message returned, or 0.
+	Last uint64
+}
+
+// GetBatch reads stored messages of one subject with a JetStream batch direct
+// get (no consumer is created) and calls fn for each, in sequence order. The
+// stream must allow direct gets. Reading past the end is not an error: the
+// result has Count 0.
+func GetBatch(ctx context.Context, nc *nats.Conn, stream string, req BatchRequest, fn func(*nats.Msg) error) (BatchResult, error) {
+	var res BatchResult
+	if req.Batch < 1 {
+		req.Batch = 1
+	}
+	body, err := json.Marshal(directGetRequest{Seq: req.Seq, NextFor: req.Subject, Batch: req.Batch, MaxBytes: req.MaxBytes, StartTime: req.StartTime})
+	if err != nil {
+		return res, err
+	}
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return res, fmt.Errorf("direct get: subscribe: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return res, err
+	}
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
+		return res, fmt.Errorf("direct get: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, err)
+		}
+		if len(m.Data) == 0 && m.Header != nil {
+			switch m.Header.Get(hdrStatus) {
+			case "":
+			case "204": // end of batch
+				res.Pending, _ = strconv.ParseUint(m.Header.Get(HdrNumPending), 10, 64)
+				return res, nil
+			case "404":
+				return res, nil
+			case "503":
+				return res, fmt.Errorf("direct get on %s: %w", stream, nats.ErrNoResponders)
+			default:
+				return res, fmt.Errorf("direct get on %s: status %s %s", stream, m.Header.Get(hdrStatus), m.Header.Get("Description"))
+			}
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(HdrSequence), 10, 64)
+		if err != nil {
+			return res, fmt.Errorf("direct get on %s: message without sequence", stream)
+		}
+		res.Count++
+		res.Last = seq
+		if err := fn(m); err != nil {
+			return res, err
+		}
+	}
+}
+
+// Get reads the stored message with sequence seq. It returns ErrNoMessage
+// when there is none (never stored, deleted or expired).
+func Get(ctx context.Context, nc *nats.Conn, stream string, seq uint64) (*nats.Msg, error) {
+	body := []byte(`{"seq":` + strconv.FormatUint(seq, 10) + `}`)
+	m, err := nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+stream, body)
+	if err != nil {
+		return nil, fmt.Errorf("direct get %d on %s: %w", seq, stream, err)
+	}
+	if len(m.Data) == 0 && m.Header != nil {
+		switch m.Header.Get(hdrStatus) {
+		case "":
+		case "404":
+			return nil, ErrNoMessage
+		default:
+			return nil, fmt.Errorf("direct get %d on %s: status %s %s", seq, stream, m.Header.Get(hdrStatus), m.Header.Get("Description"))
+		}
+	}
+	return m, nil
+}
+
+// Seq returns the stream sequence of a message from a direct get or a
+// republish, or 0.
+func Seq(m *nats.Msg) uint64 {
+	s, _ := strconv.ParseUint(m.Header.Get(HdrSequence), 10, 64)
+	return s
+}

@@ -1,0 +1,151 @@
+// Package testnode runs jetchat nodes inside a test: a real gateway on a
+// loopback HTTP listener and a real delivery service on a real NATS server
+// (natstest), so tests talk to them over real WebSockets with package client.
+package testnode
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/client"
+	"github.com/jetchat/jetchat/delivery"
+	"github.com/jetchat/jetchat/gateway"
+	"github.com/jetchat/jetchat/internal/auth"
+	"github.com/jetchat/jetchat/internal/metrics"
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// Secret is the HS256 secret every test node accepts.
+var Secret = []byte("jetchat-test-secret-0123456789abcdef")
+
+// Options change a node's configuration.
+type Options struct {
+	Gateway  gateway.Config
+	Delivery delivery.Config
+}
+
+// Node is a running gateway and delivery service.
+type Node struct {
+	// URL is the HTTP base (http://127.0.0.1:port); WS the WebSocket URL.
+	URL, WS  string
+	Gateway  *gateway.Server
+	Delivery *delivery.Service
+	Metrics  *metrics.Metrics
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+
+	stop func()
+}
+
+// Start runs a node against ns. It stops when the test ends.
+func Start(t testing.TB, ns *server.Server, opts Options) *Node {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := natsx.Ensure(ctx, js, natsx.DefaultSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m := metrics.New()
+	dc := opts.Delivery
+	if dc.ReceiptDelay == 0 {
+		dc.ReceiptDelay = 10 * time.Millisecond
+	}
+	if dc.CursorFlush == 0 {
+		dc.CursorFlush = 100 * time.Millisecond
+	}
+	d, err := delivery.New(dc, nc, js, res, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.NewKeys(Secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := opts.Gateway
+	if gc.SendRate == 0 {
+		gc.SendRate = 10000
+		gc.SendBurst = 10000
+	}
+	gw, err := gateway.New(gc, d, keys, nil, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(gw)
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- d.Run(runCtx) }()
+	n := &Node{
+		URL: hs.URL, WS: "ws" + strings.TrimPrefix(hs.URL, "http") + "/v1/ws",
+		Gateway: gw, Delivery: d, Metrics: m, NC: nc, JS: js,
+	}
+	stopped := false
+	n.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		hs.Config.SetKeepAlivesEnabled(false)
+		gw.Shutdown(ctx)
+		stopRun()
+		if err := <-runDone; err != nil {
+			t.Logf("delivery stopped with: %v", err)
+		}
+		hs.Close()
+		nc.Close()
+	}
+	t.Cleanup(n.stop)
+	return n
+}
+
+// Stop shuts the node down (drain), as SIGTERM would.
+func (n *Node) Stop() { n.stop() }
+
+// Token mints a token for user and device.
+func Token(t testing.TB, user, device string) string {
+	t.Helper()
+	tok, err := auth.Mint(Secret, user, device, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// Dial connects user's device to the node; the connection closes when the
+// test ends.
+func (n *Node) Dial(t testing.TB, user, device string) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, n.WS, Token(t, user, device))
+	if err != nil {
+		t.Fatalf("dial %s/%s: %v", user, device, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// API is an HTTP client of the node acting as user.
+func (n *Node) API(t testing.TB, user string) *client.API {
+	return &client.API{BaseURL: n.URL, Token: Token(t, user, "")}
+}

@@ -1,0 +1,96 @@
+package wire
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// AppendString appends s to dst as a JSON string literal. It escapes like
+// encoding/json without HTML escaping and replaces invalid UTF-8 with U+FFFD.
+func AppendString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// AppendSent appends a sent frame.
+func AppendSent(dst []byte, cid, id string, ts int64) []byte {
+	dst = append(dst, `{"type":"sent","cid":`...)
+	dst = AppendString(dst, cid)
+	dst = append(dst, `,"id":`...)
+	dst = AppendString(dst, id)
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	return append(dst, '}')
+}
+
+// AppendError appends an error frame; cid is omitted when empty.
+func AppendError(dst []byte, code, message, cid string) []byte {
+	dst = append(dst, `{"type":"error","code":`...)
+	dst = AppendString(dst, code)
+	dst = append(dst, `,"message":`...)
+	dst = AppendString(dst, message)
+	if cid != "" {
+		dst = append(dst, `,"cid":`...)
+		dst = AppendString(dst, cid)
+	}
+	return append(dst, '}')
+}
+
+// AppendReceipt appends a receipt frame.
+func AppendReceipt(dst []byte, id, msg, status, by string, ts int64) []byte {
+	dst = append(dst, `{"type":"receipt","id":`...)
+	dst = AppendString(dst, id)
+	dst = append(dst, `,"msg":`...)
+	dst = AppendString(dst, msg)
+	dst = append(dst, `,"status":`...)
+	dst = AppendString(dst, status)
+	dst = append(dst, `,"by":`...)
+	dst = AppendString(dst, by)
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	return append(dst, '}')
+}
