@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -39,6 +38,7 @@ const maxPending = 1024
 // slot is a record delivered to a device and not yet fully acknowledged.
 type slot struct {
 	seq   uint64
+	idSeq uint64 // the sequence in the message id
 	from  string
 	kind  string
 	parts int
@@ -56,12 +56,13 @@ type Device struct {
 
 	mu       sync.Mutex
 	mode     mode
-	last     uint64    // last sequence processed on the user's inbox subject
-	floor    uint64    // every record up to floor is acknowledged
-	pending  []*record // live records that arrived during a catch-up
-	overflow bool      // pending overflowed: re-read after the catch-up
-	inflight []slot    // delivered, not fully acknowledged, in sequence order
-	closed   bool      // Close was called
+	last     uint64            // last sequence processed on the user's inbox subject
+	floor    uint64            // every record up to floor is acknowledged
+	pending  []*record         // live records that arrived during a catch-up
+	overflow bool              // pending overflowed: re-read after the catch-up
+	inflight []slot            // delivered, not fully acknowledged, in sequence order
+	alias    map[uint64]uint64 // id sequence -> record sequence, where they differ
+	closed   bool              // Close was called
 }
 
 // User is the device's user id.
@@ -85,6 +86,11 @@ func (d *Device) advanceFloorLocked() {
 		i++
 	}
 	if i > 0 {
+		for _, s := range d.inflight[:i] {
+			if s.idSeq != s.seq {
+				delete(d.alias, s.idSeq)
+			}
+		}
 		d.inflight = append(d.inflight[:0], d.inflight[i:]...)
 	}
 	f := d.last
@@ -125,7 +131,13 @@ func (d *Device) pushLocked(r *record) bool {
 			return false
 		}
 	}
-	d.inflight = append(d.inflight, slot{seq: r.seq, from: r.from, kind: r.kind, parts: len(r.frames)})
+	d.inflight = append(d.inflight, slot{seq: r.seq, idSeq: r.idSeq, from: r.from, kind: r.kind, parts: len(r.frames)})
+	if r.idSeq != r.seq {
+		if d.alias == nil {
+			d.alias = map[uint64]uint64{}
+		}
+		d.alias[r.idSeq] = r.seq
+	}
 	d.last = r.seq
 	return true
 }
@@ -288,8 +300,8 @@ func (d *Device) Ack(ids []string) {
 		if !ok {
 			continue
 		}
-		i := sort.Search(len(d.inflight), func(i int) bool { return d.inflight[i].seq >= p.seq })
-		if i == len(d.inflight) || d.inflight[i].seq != p.seq {
+		i := d.findLocked(p)
+		if i < 0 {
 			continue
 		}
 		s := &d.inflight[i]
@@ -307,7 +319,7 @@ func (d *Device) Ack(ids []string) {
 		}
 		s.done = true
 		if s.kind == KindMessage && s.from != d.user.id {
-			acks = append(acks, ack{seq: s.seq, from: s.from})
+			acks = append(acks, ack{seq: s.seq, id: s.idSeq, from: s.from})
 		}
 	}
 	d.advanceFloorLocked()
@@ -319,6 +331,24 @@ func (d *Device) Ack(ids []string) {
 	if len(acks) > 0 {
 		d.user.delivered(acks)
 	}
+}
+
+// findLocked returns the index of the inflight slot an id names, or -1.
+func (d *Device) findLocked(p parsedID) int {
+	seq := p.seq
+	if !p.receipt {
+		if real, ok := d.alias[seq]; ok {
+			seq = real
+		}
+	}
+	i := sort.Search(len(d.inflight), func(i int) bool { return d.inflight[i].seq >= seq })
+	if i == len(d.inflight) || d.inflight[i].seq != seq {
+		return -1
+	}
+	if !p.receipt && d.inflight[i].idSeq != p.seq {
+		return -1
+	}
+	return i
 }
 
 // Read sends read receipts for messages the user received. It returns an
@@ -348,31 +378,22 @@ func (d *Device) Read(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// receivedFrom returns the sender of the message stored at seq when it was
-// addressed to this device's user by someone else.
-func (d *Device) receivedFrom(ctx context.Context, seq uint64) (string, bool, error) {
+// receivedFrom returns the sender of the message with id sequence idSeq
+// when it was addressed to this device's user by someone else.
+func (d *Device) receivedFrom(ctx context.Context, idSeq uint64) (string, bool, error) {
 	d.mu.Lock()
-	i := sort.Search(len(d.inflight), func(i int) bool { return d.inflight[i].seq >= seq })
-	if i < len(d.inflight) && d.inflight[i].seq == seq {
+	if i := d.findLocked(parsedID{seq: idSeq}); i >= 0 {
 		s := d.inflight[i]
 		d.mu.Unlock()
 		return s.from, s.kind == KindMessage && s.from != d.user.id, nil
 	}
 	d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	m, err := natsx.Get(ctx, d.svc.nc, natsx.StreamMsgs, seq)
-	if errors.Is(err, natsx.ErrNoMessage) {
-		return "", false, nil
+	h, err := d.svc.lookupMessage(ctx, idSeq)
+	if err != nil || h == nil {
+		return "", false, err
 	}
-	if err != nil {
-		return "", false, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	if m.Header.Get(natsx.HdrSubject) != natsx.Inbox(d.user.id) || m.Header.Get(HdrKind) != KindMessage {
-		return "", false, nil
-	}
-	from := m.Header.Get(HdrFrom)
-	return from, from != d.user.id, nil
+	from := h.from
+	return from, h.to == d.user.id && from != d.user.id, nil
 }
 
 // Close detaches the device. Its acknowledged position is kept; what it did

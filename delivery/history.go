@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -120,6 +121,40 @@ func (s *Service) lastSeq(ctx context.Context, subject string) (uint64, error) {
 	return natsx.Seq(m), nil
 }
 
+// msgHead is what a lookup by id learns about a message.
+type msgHead struct {
+	from, to string
+	ts       int64
+}
+
+// lookupMessage finds the message whose id names sequence idSeq: the
+// message record itself, or the copy whose sequence made the id. It returns
+// nil when there is no such message.
+func (s *Service) lookupMessage(ctx context.Context, idSeq uint64) (*msgHead, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, idSeq)
+	if errors.Is(err, natsx.ErrNoMessage) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	h := m.Header
+	kind, from, to := h.Get(HdrKind), h.Get(HdrFrom), h.Get(HdrTo)
+	if h.Get(HdrID) != "" || to == "" {
+		return nil, nil // this record does not make an id
+	}
+	switch {
+	case kind == KindMessage && h.Get(natsx.HdrSubject) == natsx.Inbox(to):
+	case kind == KindCopy && h.Get(natsx.HdrSubject) == natsx.Inbox(from):
+	default:
+		return nil, nil
+	}
+	ts, _ := strconv.ParseInt(h.Get(HdrTS), 10, 64)
+	return &msgHead{from: from, to: to, ts: ts}, nil
+}
+
 // Status returns the status of the message id for its sender, user: sent,
 // delivered or read per recipient, from the receipts stored in user's inbox
 // after the message. Anyone but the sender gets an error wrapping
@@ -129,29 +164,18 @@ func (s *Service) Status(ctx context.Context, user, id string) (*chat.MessageSta
 	if !ok || p.receipt {
 		return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
 	}
-	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	m, err := natsx.Get(gctx, s.nc, natsx.StreamMsgs, p.seq)
-	cancel()
-	if errors.Is(err, natsx.ErrNoMessage) {
-		return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
-	}
+	h, err := s.lookupMessage(ctx, p.seq)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, err
 	}
-	to := m.Header.Get(HdrTo)
-	if m.Header.Get(HdrKind) != KindMessage || m.Header.Get(HdrFrom) != user || m.Header.Get(natsx.HdrSubject) != natsx.Inbox(to) {
+	if h == nil || h.from != user {
 		return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
-	}
-	var sentTS int64
-	var mb messageBody
-	if json.Unmarshal(m.Data, &mb) == nil {
-		sentTS = mb.TS
 	}
 	st := &chat.MessageStatus{ID: id, Status: wire.StatusSent, Recipients: []chat.RecipientStatus{}}
-	if to == user {
+	if h.to == user {
 		return st, nil
 	}
-	rs := map[string]*chat.RecipientStatus{to: {User: to, Status: wire.StatusSent, TS: sentTS}}
+	rs := map[string]*chat.RecipientStatus{h.to: {User: h.to, Status: wire.StatusSent, TS: h.ts}}
 	if err := s.scanReceipts(ctx, user, p.seq, id, rs); err != nil {
 		return nil, err
 	}

@@ -27,15 +27,25 @@ const (
 	HdrDevice = "Jc-Device"
 	// HdrTS is the server time a message was accepted, in ms.
 	HdrTS = "Jc-Ts"
+	// HdrID is a message's id when its JSON carries it. Without it the id
+	// is "m" + the record's own sequence.
+	HdrID = "Jc-Id"
 )
+
+// hdrControl marks a core NATS notice on a live subject (never stored).
+const hdrControl = "Jc-Control"
+
+// controlDevices tells the gateways holding a user that its device list
+// changed.
+const controlDevices = "devices"
 
 // Record kinds.
 const (
-	// KindMessage is a message in its recipient's inbox. Its id is derived
-	// from its stream sequence, so its JSON carries none.
+	// KindMessage is a message in its recipient's inbox.
 	KindMessage = "msg"
 	// KindCopy is a copy of a message in its sender's inbox, for the sender's
-	// other devices. Its JSON carries the original's id.
+	// other devices. It is stored before the message, and its sequence
+	// makes the message's id.
 	KindCopy = "copy"
 	// KindReceipts is a batch of receipts in the inbox of the messages' sender.
 	KindReceipts = "rcpt"
@@ -94,8 +104,8 @@ type messageBody struct {
 	TS    int64  `json:"ts"`
 }
 
-// appendMessage appends the stored JSON of a message. id is empty for the
-// original and set for copies.
+// appendMessage appends the stored JSON of a message. id is empty when the
+// record's own sequence makes the id.
 func appendMessage(dst []byte, id, from, to, body, media string, ts int64) []byte {
 	dst = append(dst, `{"type":"message",`...)
 	if id != "" {
@@ -138,6 +148,7 @@ const maxReceiptItems = 64
 // record is a stored record decoded for delivery.
 type record struct {
 	seq    uint64
+	idSeq  uint64 // sequence in the message id (seq unless HdrID says otherwise)
 	last   uint64 // previous sequence on the same subject (live records only)
 	kind   string
 	from   string
@@ -163,10 +174,20 @@ func decodeRecord(m *nats.Msg, live bool) (*record, error) {
 		r.last, _ = strconv.ParseUint(h.Get(natsx.HdrLastSequence), 10, 64)
 	}
 	r.ts, _ = strconv.ParseInt(h.Get(HdrTS), 10, 64)
+	r.idSeq = seq
 	switch r.kind {
-	case KindMessage:
+	case KindMessage, KindCopy:
 		if len(m.Data) < 2 || m.Data[0] != '{' {
 			return nil, fmt.Errorf("record %d: malformed message", seq)
+		}
+		if id := h.Get(HdrID); id != "" {
+			p, ok := parseID(id)
+			if !ok || p.receipt {
+				return nil, fmt.Errorf("record %d: bad id %q", seq, id)
+			}
+			r.idSeq = p.seq
+			r.frames = [][]byte{m.Data}
+			break
 		}
 		id := MessageID(seq)
 		f := make([]byte, 0, len(m.Data)+len(id)+8)
@@ -175,8 +196,6 @@ func decodeRecord(m *nats.Msg, live bool) (*record, error) {
 		f = append(f, `",`...)
 		f = append(f, m.Data[1:]...)
 		r.frames = [][]byte{f}
-	case KindCopy:
-		r.frames = [][]byte{m.Data}
 	case KindReceipts:
 		var b receiptsBody
 		if err := json.Unmarshal(m.Data, &b); err != nil {

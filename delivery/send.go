@@ -25,43 +25,98 @@ func (d *Device) Send(ctx context.Context, req chat.SendRequest) (chat.Sent, err
 
 func (s *Service) send(ctx context.Context, from, device string, req chat.SendRequest, copyToSelf bool) (chat.Sent, error) {
 	ts := s.cfg.Now().UnixMilli()
-	tsStr := strconv.FormatInt(ts, 10)
-	m := nats.NewMsg(natsx.Inbox(req.To))
-	m.Data = appendMessage(make([]byte, 0, 96+len(req.Body)), "", from, req.To, req.Body, req.Media, ts)
-	m.Header.Set(hdrMsgID, "m:"+from+":"+req.CID)
-	m.Header.Set(HdrKind, KindMessage)
-	m.Header.Set(HdrFrom, from)
-	m.Header.Set(HdrTo, req.To)
-	m.Header.Set(HdrDevice, device)
-	m.Header.Set(HdrTS, tsStr)
+	// With other devices, the copy for them is stored first: its sequence
+	// makes the message id, and every receipt, stored after the message,
+	// then reaches those devices after the copy.
+	var copySeq uint64
+	copyFresh := false
+	if copyToSelf {
+		c := newMessageRecord(natsx.Inbox(from), "c:", KindCopy, "", from, device, req, ts)
+		ack, err := s.publish(ctx, c)
+		if err != nil {
+			return chat.Sent{}, fmt.Errorf("store copy for %s's devices: %w: %v", from, ErrUnavailable, err)
+		}
+		copySeq, copyFresh = ack.Sequence, !ack.Duplicate
+		if ack.Duplicate {
+			if t, ok := s.storedTS(ctx, copySeq); ok {
+				ts = t
+			}
+		}
+	}
+	id := ""
+	if copySeq != 0 {
+		id = MessageID(copySeq)
+	}
+	m := newMessageRecord(natsx.Inbox(req.To), "m:", KindMessage, id, from, device, req, ts)
 	ack, err := s.publish(ctx, m)
 	if err != nil {
 		return chat.Sent{}, fmt.Errorf("store message from %s: %w: %v", from, ErrUnavailable, err)
 	}
-	out := chat.Sent{ID: MessageID(ack.Sequence), TS: ts, Duplicate: ack.Duplicate}
-	if ack.Duplicate {
-		if orig, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, ack.Sequence); err == nil {
-			if t, err := strconv.ParseInt(orig.Header.Get(HdrTS), 10, 64); err == nil {
-				out.TS = t
-			}
-		}
-	} else {
+	out := chat.Sent{ID: id, TS: ts, Duplicate: ack.Duplicate}
+	if id == "" {
+		out.ID = MessageID(ack.Sequence)
+	}
+	if !ack.Duplicate {
 		s.m.MessagesSent.Inc()
+		return out, nil
 	}
-	if copyToSelf {
-		c := nats.NewMsg(natsx.Inbox(from))
-		c.Data = appendMessage(make([]byte, 0, 112+len(req.Body)), out.ID, from, req.To, req.Body, req.Media, out.TS)
-		c.Header.Set(hdrMsgID, "c:"+from+":"+req.CID)
-		c.Header.Set(HdrKind, KindCopy)
-		c.Header.Set(HdrFrom, from)
-		c.Header.Set(HdrTo, req.To)
-		c.Header.Set(HdrDevice, device)
-		c.Header.Set(HdrTS, strconv.FormatInt(out.TS, 10))
-		if _, err := s.publish(ctx, c); err != nil {
-			return chat.Sent{}, fmt.Errorf("store copy for %s's devices: %w: %v", from, ErrUnavailable, err)
+	// A repeated cid: answer with what was stored the first time.
+	orig, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, ack.Sequence)
+	if err != nil {
+		return out, nil // stored for sure; the id above may only differ if devices changed
+	}
+	if t, err := strconv.ParseInt(orig.Header.Get(HdrTS), 10, 64); err == nil {
+		out.TS = t
+	}
+	origID := orig.Header.Get(HdrID)
+	if origID == "" {
+		origID = MessageID(ack.Sequence)
+	}
+	if origID != out.ID && copyFresh {
+		// The user got a device since the first attempt: the copy just
+		// stored names an id that does not exist. Remove it.
+		if err := s.deleteRecord(ctx, copySeq); err != nil {
+			s.log.Warn("remove stray copy", "seq", copySeq, "err", err)
 		}
 	}
+	out.ID = origID
 	return out, nil
+}
+
+// newMessageRecord builds a message or copy record for subject. id is the
+// message id when the record does not make it itself.
+func newMessageRecord(subject, dedupPrefix, kind, id, from, device string, req chat.SendRequest, ts int64) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = appendMessage(make([]byte, 0, 112+len(req.Body)), id, from, req.To, req.Body, req.Media, ts)
+	m.Header.Set(hdrMsgID, dedupPrefix+from+":"+req.CID)
+	m.Header.Set(HdrKind, kind)
+	m.Header.Set(HdrFrom, from)
+	m.Header.Set(HdrTo, req.To)
+	m.Header.Set(HdrDevice, device)
+	m.Header.Set(HdrTS, strconv.FormatInt(ts, 10))
+	if id != "" {
+		m.Header.Set(HdrID, id)
+	}
+	return m
+}
+
+// deleteRecord removes one record from the message log.
+func (s *Service) deleteRecord(ctx context.Context, seq uint64) error {
+	st, err := s.js.Stream(ctx, natsx.StreamMsgs)
+	if err != nil {
+		return err
+	}
+	return st.DeleteMsg(ctx, seq)
+}
+
+// storedTS reads the acceptance time of the record at seq.
+func (s *Service) storedTS(ctx context.Context, seq uint64) (int64, bool) {
+	m, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, seq)
+	if err != nil {
+		return 0, false
+	}
+	t, err := strconv.ParseInt(m.Header.Get(HdrTS), 10, 64)
+	return t, err == nil
 }
 
 // publish stores m, retrying with the same message id (JetStream drops the

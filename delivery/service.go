@@ -166,6 +166,16 @@ func (s *Service) onLive(m *nats.Msg) {
 	if u == nil {
 		return
 	}
+	if m.Header.Get(hdrControl) == controlDevices {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := u.refresh(s.ctx); err != nil {
+				s.log.Warn("refresh devices", "user_id", user, "err", err)
+			}
+		}()
+		return
+	}
 	r, err := decodeRecord(m, true)
 	if err != nil {
 		s.log.Warn("undecodable live record", "user_id", user, "err", err)
@@ -184,14 +194,31 @@ func (s *Service) onLive(m *nats.Msg) {
 // already connected is closed with ErrReplaced. The returned Device must be
 // closed when the session ends.
 func (s *Service) Connect(ctx context.Context, user, device string, sink chat.Sink) (chat.Device, error) {
-	u, err := s.acquireUser(ctx, user)
+	u, fresh, err := s.acquireUser(ctx, user)
 	if err != nil {
 		return nil, err
 	}
+	if !fresh {
+		if err := u.refresh(ctx); err != nil {
+			s.releaseUser(u)
+			return nil, fmt.Errorf("load devices of %s: %w: %v", user, ErrUnavailable, err)
+		}
+	}
 	d := &Device{svc: s, user: u, id: device, sink: sink}
-	old := u.attach(d)
+	old, isNew := u.attach(d)
 	if old != nil {
 		old.closeWith(ErrReplaced)
+	}
+	if isNew {
+		// Store the new device now and tell the user's other gateways, so
+		// that its sends from anywhere copy to it from now on.
+		if err := u.flush(ctx); err != nil {
+			s.log.Warn("store new device", "user_id", user, "device", device, "err", err)
+		} else {
+			m := nats.NewMsg(natsx.Live(user))
+			m.Header.Set(hdrControl, controlDevices)
+			s.nc.PublishMsg(m)
+		}
 	}
 	d.mu.Lock()
 	d.startCatchUpLocked()
@@ -200,13 +227,14 @@ func (s *Service) Connect(ctx context.Context, user, device string, sink chat.Si
 }
 
 // acquireUser returns the loaded state of an online user, loading it and
-// subscribing to its live subject when it is the user's first device here.
-func (s *Service) acquireUser(ctx context.Context, id string) (*userState, error) {
+// subscribing to its live subject when it is the user's first device here
+// (fresh is then set).
+func (s *Service) acquireUser(ctx context.Context, id string) (u *userState, fresh bool, err error) {
 	for {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		}
 		if ch := s.closing[id]; ch != nil {
 			s.mu.Unlock()
@@ -214,7 +242,7 @@ func (s *Service) acquireUser(ctx context.Context, id string) (*userState, error
 			case <-ch:
 				continue
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			}
 		}
 		if u := s.users[id]; u != nil {
@@ -224,12 +252,12 @@ func (s *Service) acquireUser(ctx context.Context, id string) (*userState, error
 			case <-u.ready:
 			case <-ctx.Done():
 				s.releaseUser(u)
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			}
 			if u.err != nil {
-				return nil, u.err
+				return nil, false, u.err
 			}
-			return u, nil
+			return u, false, nil
 		}
 		u := newUserState(s, id)
 		u.refs = 1
@@ -241,10 +269,10 @@ func (s *Service) acquireUser(ctx context.Context, id string) (*userState, error
 			delete(s.users, id)
 			s.mu.Unlock()
 			close(u.ready)
-			return nil, u.err
+			return nil, false, u.err
 		}
 		close(u.ready)
-		return u, nil
+		return u, true, nil
 	}
 }
 

@@ -108,12 +108,46 @@ func (u *userState) load(ctx context.Context) error {
 	return u.svc.nc.FlushWithContext(ctx)
 }
 
+// refresh merges the stored record into this state: a device that moved
+// here from another node brings the position that node stored.
+func (u *userState) refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	e, err := u.svc.kv.Get(ctx, u.id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var rec deviceRecord
+	if json.Unmarshal(e.Value(), &rec) != nil {
+		return nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for name, c := range rec.Devices {
+		if mine := u.rec.Devices[name]; mine != nil {
+			mine.Floor = max(mine.Floor, c.Floor)
+			mine.Seen = max(mine.Seen, c.Seen)
+		} else {
+			cc := *c
+			u.rec.Devices[name] = &cc
+		}
+	}
+	if e.Revision() > u.rev {
+		u.rev = e.Revision()
+	}
+	return nil
+}
+
 func (u *userState) devices() []*Device { return *u.devs.Load() }
 
-// attach adds d, returning the device it replaces, if any. d starts where
-// the replaced device was, or at its stored floor; a device seen for the
-// first time starts at the beginning of the user's inbox.
-func (u *userState) attach(d *Device) (old *Device) {
+// attach adds d, returning the device it replaces, if any, and whether the
+// device was never seen before. d starts where the replaced device was, or
+// at its stored floor; a device seen for the first time starts at the
+// beginning of the user's inbox.
+func (u *userState) attach(d *Device) (old *Device, isNew bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	cur := u.devices()
@@ -137,12 +171,13 @@ func (u *userState) attach(d *Device) (old *Device) {
 		c.Seen = now
 	} else {
 		u.rec.Devices[d.id] = &deviceCursor{Seen: now}
+		isNew = true
 	}
 	u.gen++
 	d.floor, d.last = floor, floor
 	next = append(next, d)
 	u.devs.Store(&next)
-	return old
+	return old, isNew
 }
 
 // detach removes d (if it is still the attached device of its id) and folds
@@ -192,7 +227,8 @@ func (u *userState) isDirty() bool {
 
 // ack is a message acknowledged by a device.
 type ack struct {
-	seq  uint64
+	seq  uint64 // record sequence
+	id   uint64 // sequence in the message id
 	from string
 }
 
@@ -206,17 +242,18 @@ func (u *userState) delivered(acks []ack) {
 		if a.seq <= u.baseFloor {
 			continue
 		}
-		if _, done := u.receipted[a.seq]; done {
+		if _, done := u.receipted[a.id]; done {
 			continue
 		}
-		u.remember(u.receipted, a.seq)
-		u.svc.receipts.add(a.from, u.id, receiptItem{Msg: MessageID(a.seq), Status: wire.StatusDelivered, TS: now})
+		u.remember(u.receipted, a.id)
+		u.svc.receipts.add(a.from, u.id, receiptItem{Msg: MessageID(a.id), Status: wire.StatusDelivered, TS: now})
 		u.svc.m.MessagesDelivered.Inc()
 	}
 }
 
 // readBy produces a read receipt for a message the user received, once.
-// It reports whether a receipt was produced.
+// seq is the sequence in the message id. It reports whether a receipt was
+// produced.
 func (u *userState) readBy(seq uint64, from string) bool {
 	now := u.svc.cfg.Now().UnixMilli()
 	u.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetchat/jetchat/client"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/testnode"
 )
@@ -54,4 +55,114 @@ func TestSendDeliverReceipts(t *testing.T) {
 		t.Errorf("history = %+v, %v", hist, err)
 	}
 	quiet(t, bob, 200*time.Millisecond)
+}
+
+func TestSameCIDIsStoredAndDeliveredOnce(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	alice := n.Dial(t, "alice", "phone")
+	bob := n.Dial(t, "bob", "phone")
+	req := client.SendRequest{CID: "retry-me", To: "bob", Body: "once"}
+	first, err := alice.SendMsg(ctx10(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := alice.SendMsg(ctx10(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != first.ID || again.TS != first.TS {
+		t.Errorf("resend answered %+v, want the original %+v", again, first)
+	}
+	// Also after reconnecting on another device of the same user.
+	alice2 := n.Dial(t, "alice", "laptop")
+	third, err := alice2.SendMsg(ctx10(t), req)
+	if err != nil || third.ID != first.ID {
+		t.Errorf("resend from another device = %+v, %v; want id %s", third, err, first.ID)
+	}
+	m := nextMessage(t, bob)
+	if m.ID != first.ID {
+		t.Fatalf("bob got %s, want %s", m.ID, first.ID)
+	}
+	bob.Ack(m.ID)
+	quiet(t, bob, 300*time.Millisecond)
+}
+
+func TestMultiDevice(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	alicePhone := n.Dial(t, "alice", "phone")
+	aliceLaptop := n.Dial(t, "alice", "laptop")
+	bobPhone := n.Dial(t, "bob", "phone")
+	bobLaptop := n.Dial(t, "bob", "laptop")
+
+	s := send(t, alicePhone, "bob", "to every device")
+	// Both of bob's devices get it; alice's other device gets a copy with the
+	// same id; the sending device does not get its own message back.
+	for _, c := range []*client.Conn{bobPhone, bobLaptop, aliceLaptop} {
+		m := nextMessage(t, c)
+		if m.ID != s.ID || m.From != "alice" || m.To != "bob" || m.Body != "to every device" {
+			t.Errorf("%s/%s got %+v, want %s", c.Hello().User, c.Hello().Device, m, s.ID)
+		}
+		c.Ack(m.ID)
+	}
+	// Both of bob's devices acked: alice's devices each get one delivered
+	// receipt, not two.
+	for _, c := range []*client.Conn{alicePhone, aliceLaptop} {
+		r := nextReceipt(t, c)
+		if r.Msg != s.ID || r.Status != "delivered" || r.By != "bob" {
+			t.Errorf("%s got %+v", c.Hello().Device, r)
+		}
+		c.Ack(r.ID)
+	}
+	for _, c := range []*client.Conn{alicePhone, aliceLaptop, bobPhone, bobLaptop} {
+		quiet(t, c, 300*time.Millisecond)
+	}
+
+	// A reply from bob's laptop reaches bob's phone (copy) and both of alice's.
+	reply := send(t, bobLaptop, "alice", "reply")
+	for _, c := range []*client.Conn{alicePhone, aliceLaptop, bobPhone} {
+		if m := nextMessage(t, c); m.ID != reply.ID {
+			t.Errorf("%s/%s got %s, want %s", c.Hello().User, c.Hello().Device, m.ID, reply.ID)
+		}
+	}
+	quiet(t, bobLaptop, 200*time.Millisecond)
+}
+
+func TestReadImpliesDelivered(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	alice := n.Dial(t, "alice", "phone")
+	bob := n.Dial(t, "bob", "phone")
+	s := send(t, alice, "bob", "read me")
+	m := nextMessage(t, bob)
+	bob.Read(m.ID) // read without ack
+	if r := nextReceipt(t, alice); r.Status != "read" || r.Msg != s.ID {
+		t.Fatalf("receipt = %+v, want read", r)
+	}
+	bob.Ack(m.ID) // a later ack adds no delivered receipt
+	quiet(t, alice, 300*time.Millisecond)
+	st, err := n.API(t, "alice").Status(ctx10(t), s.ID)
+	if err != nil || st.Status != "read" {
+		t.Errorf("status = %+v, %v; want read", st, err)
+	}
+	// Reading again sends nothing new.
+	bob.Read(m.ID)
+	quiet(t, alice, 300*time.Millisecond)
+}
+
+func TestNoteToSelf(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	phone := n.Dial(t, "alice", "phone")
+	laptop := n.Dial(t, "alice", "laptop")
+	s := send(t, phone, "alice", "remember the milk")
+	if m := nextMessage(t, laptop); m.ID != s.ID {
+		t.Fatalf("laptop got %s, want %s", m.ID, s.ID)
+	}
+	quiet(t, phone, 200*time.Millisecond)
+	hist, err := n.API(t, "alice").History(ctx10(t), "alice", "", "", 0)
+	if err != nil || len(hist) != 1 || hist[0].ID != s.ID {
+		t.Errorf("history with self = %+v, %v", hist, err)
+	}
 }

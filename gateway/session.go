@@ -32,6 +32,11 @@ const (
 // before the session is closed with ClosePolicy.
 const maxRejects = 100
 
+// closeGrace is how long a session waits for the client to answer a close
+// frame before dropping the TCP connection. Closing at once would reset the
+// connection and could destroy the close frame before the client reads it.
+const closeGrace = 2 * time.Second
+
 // pingFrame is the queue marker for a ping control frame.
 var pingFrame = []byte{}
 
@@ -60,6 +65,7 @@ type session struct {
 	flushing  bool          // send queued frames before the close frame
 	room      chan struct{} // closed and replaced when the queue drains
 	dead      bool          // the connection failed or was closed
+	held      bool          // nothing is written until the device is attached
 	pingTimer *time.Timer
 	rejects   int
 }
@@ -82,6 +88,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		user:   c.User,
 		device: c.Device,
 		room:   make(chan struct{}),
+		held:   true,
 	}
 	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	s.mu.Lock()
@@ -119,11 +126,25 @@ func (ss *session) run() {
 	ss.conn.SetReadLimit(wire.MaxFrame)
 	ss.extendRead()
 	ss.conn.SetPongHandler(func(string) error { ss.extendRead(); return nil })
+	// Answer a client's close frame only after the device's position is
+	// stored (readFailed), so a client that reconnects at once, even to
+	// another gateway, resumes exactly after what it acknowledged.
+	ss.conn.SetCloseHandler(func(int, string) error { return nil })
+	// hello is queued first, and written once the device is attached: a
+	// client that has its hello is connected, and its sends see all its
+	// devices.
 	ss.deliverHello()
-
 	ctx, cancel := context.WithTimeout(ss.ctx, s.cfg.RequestTimeout)
 	dev, err := s.delivery.Connect(ctx, ss.user, ss.device, ss)
 	cancel()
+	ss.mu.Lock()
+	ss.held = false
+	if err == nil {
+		ss.startWriterLocked()
+	} else {
+		ss.queue, ss.qbytes = nil, 0
+	}
+	ss.mu.Unlock()
 	if err != nil {
 		s.log.Warn("cannot attach device", "user_id", ss.user, "device", ss.device, "err", err)
 		ss.Close(err)
@@ -139,6 +160,11 @@ func (ss *session) run() {
 		if err != nil {
 			ss.readFailed(err)
 			return
+		}
+		if ss.isClosing() {
+			// Closing: discard what the client still sends until it
+			// answers the close frame or the grace ends.
+			continue
 		}
 		ss.extendRead()
 		buf := readBufs.Get().(*bytes.Buffer)
@@ -158,15 +184,15 @@ func (ss *session) run() {
 		if buf.Cap() <= 64<<10 {
 			readBufs.Put(buf)
 		}
-		if ss.isClosing() {
-			return
-		}
 	}
 }
 
 // extendRead pushes the read deadline out: a client that sends nothing and
 // answers no ping for PingInterval+PongWait is gone.
 func (ss *session) extendRead() {
+	if ss.isClosing() {
+		return // the close grace applies
+	}
 	ss.conn.SetReadDeadline(time.Now().Add(ss.srv.cfg.PingInterval + ss.srv.cfg.PongWait))
 }
 
@@ -187,12 +213,18 @@ func (ss *session) ping() {
 func (ss *session) readFailed(err error) {
 	var ce *websocket.CloseError
 	switch {
+	case ss.isClosing():
+		ss.markDead()
 	case errors.Is(err, websocket.ErrReadLimit):
 		// gorilla has already sent 1009.
 		ss.srv.m.Errors.WithLabelValues(wire.CodeTooLarge).Inc()
 		ss.markDead()
 	case errors.As(err, &ce):
-		ss.Close(nil) // the client closed: answer and finish
+		// The client closed: store its position, then answer.
+		if ss.dev != nil {
+			ss.dev.Close()
+		}
+		ss.Close(nil)
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ss.isDraining() {
@@ -301,6 +333,7 @@ func (ss *session) Close(reason error) {
 	if ss.dead {
 		return
 	}
+	ss.conn.SetReadDeadline(time.Now().Add(closeGrace))
 	ss.startWriterLocked()
 }
 
@@ -340,7 +373,7 @@ func (ss *session) finish() {
 }
 
 func (ss *session) startWriterLocked() {
-	if ss.writing || ss.dead {
+	if ss.writing || ss.dead || ss.held {
 		return
 	}
 	ss.writing = true
@@ -378,11 +411,12 @@ func (ss *session) write() {
 
 		deadline := time.Now().Add(ss.srv.cfg.WriteTimeout)
 		if sendClose {
+			// The reader ends the connection when the client answers, or
+			// after closeGrace.
 			ss.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
 			ss.mu.Lock()
 			ss.writing = false
 			ss.mu.Unlock()
-			ss.markDead()
 			return
 		}
 		for _, f := range batch {

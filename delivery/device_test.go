@@ -1,0 +1,238 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/metrics"
+	"github.com/jetchat/jetchat/internal/natstest"
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// chanSink is a chat.Sink that collects frames.
+type chanSink struct {
+	mu     sync.Mutex
+	frames [][]byte
+	limit  int
+	closed error
+	notify chan struct{}
+}
+
+func newSink(limit int) *chanSink { return &chanSink{limit: limit, notify: make(chan struct{}, 1)} }
+
+func (s *chanSink) Deliver(f []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limit > 0 && len(s.frames) >= s.limit {
+		return false
+	}
+	s.frames = append(s.frames, f)
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (s *chanSink) WaitRoom(ctx context.Context) error { return nil }
+
+func (s *chanSink) Close(reason error) {
+	s.mu.Lock()
+	s.closed = reason
+	s.mu.Unlock()
+}
+
+// ids waits until the sink holds n frames and returns their ids.
+func (s *chanSink) ids(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		if len(s.frames) >= n {
+			var out []string
+			for _, f := range s.frames {
+				var v struct{ ID string }
+				json.Unmarshal(f, &v)
+				out = append(out, v.ID)
+			}
+			s.mu.Unlock()
+			return out
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.notify:
+		case <-deadline:
+			t.Fatalf("sink holds %d frames, want %d", len(s.frames), n)
+		}
+	}
+}
+
+func newService(t *testing.T, cfg Config) (*Service, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ns := natstest.RunJetStream(t)
+	nc, js := natstest.Connect(t, ns)
+	res, err := natsx.Ensure(context.Background(), js, natsx.DefaultSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, nc, js, res, metrics.New(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s, nc, js
+}
+
+func waitLive(t *testing.T, d *Device) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		d.mu.Lock()
+		m := d.mode
+		d.mu.Unlock()
+		if m == modeLive {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("device never went live")
+}
+
+func TestLiveGapIsReadFromTheLog(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, Config{})
+	ctx := context.Background()
+	sink := newSink(0)
+	cd, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cd.(*Device)
+	waitLive(t, d)
+	u := d.user
+
+	// Lose the live copy of the first message: no subscription while it is
+	// stored. The second one arrives live and reveals the gap.
+	u.sub.Unsubscribe()
+	s.nc.Flush()
+	first, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: "1", To: "bob", Body: "lost live"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := s.nc.ChanSubscribe(natsx.Live("bob"), s.liveCh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.sub = sub
+	s.nc.Flush()
+	second, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: "2", To: "bob", Body: "live"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sink.ids(t, 2)
+	if got[0] != first.ID || got[1] != second.ID {
+		t.Fatalf("device got %v, want [%s %s] in order", got, first.ID, second.ID)
+	}
+}
+
+func TestResyncFindsMissedRecords(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, Config{})
+	ctx := context.Background()
+	sink := newSink(0)
+	cd, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cd.(*Device)
+	waitLive(t, d)
+	d.user.sub.Unsubscribe()
+	s.nc.Flush()
+	lost, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: "1", To: "bob", Body: "dropped"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a slow-consumer or reconnect notice triggers:
+	s.Resync()
+	if got := sink.ids(t, 1); got[0] != lost.ID {
+		t.Fatalf("after resync device got %v, want %s", got, lost.ID)
+	}
+}
+
+func TestSlowSinkClosesLiveDevice(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, Config{})
+	ctx := context.Background()
+	sink := newSink(2)
+	cd, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLive(t, cd.(*Device))
+	for i := 0; i < 3; i++ {
+		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: string(rune('a' + i)), To: "bob", Body: "x"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		sink.mu.Lock()
+		closed := sink.closed
+		sink.mu.Unlock()
+		if closed == ErrSlowClient {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("a device whose queue overflowed was not closed as slow")
+}
+
+func TestParseID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want parsedID
+		ok   bool
+	}{
+		{"m1", parsedID{seq: 1}, true},
+		{"m18446744073709551615", parsedID{seq: 18446744073709551615}, true},
+		{"r12-0", parsedID{receipt: true, seq: 12, part: 0}, true},
+		{"r12-63", parsedID{receipt: true, seq: 12, part: 63}, true},
+		{"r12-64", parsedID{}, false},
+		{"m0", parsedID{}, false},
+		{"m01", parsedID{}, false},
+		{"m+1", parsedID{}, false},
+		{"m-1", parsedID{}, false},
+		{"r1-01", parsedID{}, false},
+		{"r1", parsedID{}, false},
+		{"r-1", parsedID{}, false},
+		{"x5", parsedID{}, false},
+		{"m", parsedID{}, false},
+		{"m18446744073709551616", parsedID{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := parseID(tt.in)
+		if ok != tt.ok || (ok && got != tt.want) {
+			t.Errorf("parseID(%q) = %+v, %v; want %+v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+		if ok {
+			back := MessageID(got.seq)
+			if got.receipt {
+				back = receiptID(got.seq, got.part)
+			}
+			if back != tt.in {
+				t.Errorf("id %q does not round-trip: %q", tt.in, back)
+			}
+		}
+	}
+}
