@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jetchat/jetchat/client"
+	"github.com/jetchat/jetchat/internal/pgtest"
+)
+
+// env builds a getenv from pairs.
+func env(pairs ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		m[pairs[i]] = pairs[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+// syncWriter is a goroutine-safe buffer that signals the listen address.
+type syncWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	addr chan string
+}
+
+var listenRE = regexp.MustCompile(`jetchat listening on (\S+)`)
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if m := listenRE.FindSubmatch(w.buf.Bytes()); m != nil && w.addr != nil {
+		w.addr <- string(m[1])
+		w.addr = nil
+	}
+	return len(p), nil
+}
+
+func mintToken(t *testing.T, getenv func(string) string, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), append([]string{"token"}, args...), getenv, &out, &errOut); err != nil {
+		t.Fatalf("token %v: %v (%s)", args, err, errOut.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// TestServeEndToEnd runs the whole program in process: serve with the
+// defaults that matter, a token from the token command, real WebSockets.
+func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	getenv := env("DATABASE_URL", pgtest.NewURL(t), "JETCHAT_DATA", data, "JETCHAT_NATS_LISTEN", "none")
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout := &syncWriter{addr: make(chan string, 1)}
+	var stderr syncWriter
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "--http", "127.0.0.1:0"}, getenv, stdout, &stderr) }()
+	var addr string
+	select {
+	case addr = <-stdout.addr:
+	case err := <-done:
+		t.Fatalf("serve exited: %v\n%s", err, stderr.buf.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	// The token command finds the secret serve generated in the data folder.
+	aliceTok := mintToken(t, getenv, "--user", "alice", "--device", "phone")
+	bobTok := mintToken(t, getenv, "--user", "bob")
+	ws := "ws://" + addr + "/v1/ws"
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	alice, err := client.Dial(dctx, ws, aliceTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := client.Dial(dctx, ws, bobTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bob.Hello().Device != "default" {
+		t.Errorf("device of a token without --device = %q, want default", bob.Hello().Device)
+	}
+	s, err := alice.Send(dctx, "bob", "hello from run()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := bob.Next(dctx)
+	if err != nil || f.Message == nil || f.Message.ID != s.ID {
+		t.Fatalf("bob got %v, %v", f, err)
+	}
+	bob.Ack(s.ID)
+	if f, err := alice.Next(dctx); err != nil || f.Receipt == nil || f.Receipt.Status != "delivered" {
+		t.Fatalf("alice got %v, %v", f, err)
+	}
+	// readyz sees NATS and, once the schema is made, Postgres.
+	api := &client.API{BaseURL: "http://" + addr}
+	var ready map[string]string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ready = nil
+		err := api.Do(dctx, "GET", "/readyz", nil, &ready)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz never became ready: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ready["nats"] != "ok" || ready["postgres"] != "ok" {
+		t.Errorf("readyz = %v", ready)
+	}
+	cancel() // SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v after shutdown", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	<-alice.Done()
+	if code := alice.CloseCode(); code != 1001 {
+		t.Errorf("close code on shutdown = %d, want 1001", code)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{}, {"bogus"}, {"token"}, {"token", "--user", "a.b"}, {"serve", "--fsync", "sometimes"}, {"serve", "extra"}} {
+		err := run(context.Background(), args, env(), io.Discard, io.Discard)
+		if _, ok := err.(usageError); !ok {
+			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		}
+	}
+	err := run(context.Background(), []string{"serve"}, env("JETCHAT_SEND_RATE", "fast"), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "JETCHAT_SEND_RATE") {
+		t.Errorf("a bad environment value: %v, want an error naming JETCHAT_SEND_RATE", err)
+	}
+}
+
+func TestServeRefusesATakenNATSPort(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	err = run(context.Background(), []string{"serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", l.Addr().String()}, env(), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Errorf("serve on a taken NATS port: %v, want a clear error", err)
+	}
+}
+
+// buildBinary builds cmd/jetchat once per test binary.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "jetchat-bin")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "jetchat")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// process is a jetchat serve child process.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit error, once done is closed
+}
+
+func startProcess(t *testing.T, data, dbURL string) *process {
+	t.Helper()
+	addr := freePort(t)
+	cmd := exec.Command(binary(t), "serve", "--data", data, "--http", addr, "--nats-listen", "none", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "JETCHAT_SEND_RATE=10000", "JETCHAT_SEND_BURST=10000")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, addr: addr, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "jetchat listening") {
+				close(ready)
+			}
+		}
+	}()
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	select {
+	case <-ready:
+	case <-p.done:
+		t.Fatalf("jetchat exited at start: %v", p.err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("jetchat did not start")
+	}
+	return p
+}
+
+// TestSIGKILLLosesNothing kills the node right after sent answers and
+// restarts it on the same data: every message is delivered.
+func TestSIGKILLLosesNothing(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	dbURL := pgtest.NewURL(t)
+	getenv := env("JETCHAT_DATA", data)
+	p := startProcess(t, data, dbURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice, err := client.Dial(ctx, "ws://"+p.addr+"/v1/ws", mintToken(t, getenv, "--user", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	var ids []string
+	for i := 0; i < n; i++ {
+		s, err := alice.Send(ctx, "bob", fmt.Sprint("durable ", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+
+	p = startProcess(t, data, dbURL)
+	bob, err := client.Dial(ctx, "ws://"+p.addr+"/v1/ws", mintToken(t, getenv, "--user", "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range ids {
+		f, err := bob.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", i, n, err)
+		}
+		if f.Message == nil || f.Message.ID != want {
+			t.Fatalf("message %d: got %s, want %s", i, f.Raw, want)
+		}
+		bob.Ack(want)
+	}
+}
+
+// TestSIGTERMDrains sends SIGTERM to a node with a connected client: it
+// closes the session with 1001 and exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	p := startProcess(t, data, pgtest.NewURL(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws://"+p.addr+"/v1/ws", mintToken(t, env("JETCHAT_DATA", data), "--user", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, "bob", "before SIGTERM"); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", p.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("node did not exit after SIGTERM")
+	}
+	<-c.Done()
+	if code := c.CloseCode(); code != 1001 {
+		t.Errorf("close code = %d, want 1001", code)
+	}
+}
