@@ -151,7 +151,7 @@ func TestReadyzReportsAFailingCheck(t *testing.T) {
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
 	_ = n
 	// A gateway built with a failing check answers 503 naming it.
-	gw, err := gateway.New(gateway.Config{}, n.Delivery, nil, nil, n.Metrics, nil)
+	gw, err := gateway.New(gateway.Config{}, gateway.Deps{Delivery: n.Delivery}, n.Metrics, nil)
 	if err == nil || gw != nil {
 		t.Fatal("gateway.New without a verifier succeeded")
 	}

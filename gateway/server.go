@@ -14,30 +14,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/jetchat/jetchat/internal/auth"
-	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/metrics"
 )
-
-// Delivery is what the gateway needs of the message log.
-type Delivery interface {
-	// Connect attaches a device and starts feeding sink.
-	Connect(ctx context.Context, user, device string, sink chat.Sink) (chat.Device, error)
-	// History returns a page of a conversation.
-	History(ctx context.Context, user string, q chat.HistoryQuery) (chat.History, error)
-	// Status returns a message's status per recipient, for its sender.
-	Status(ctx context.Context, user, id string) (*chat.MessageStatus, error)
-}
-
-// Verifier checks access tokens.
-type Verifier interface {
-	Verify(token string) (auth.Claims, error)
-}
-
-// Check is a readiness probe of one dependency.
-type Check struct {
-	Name  string
-	Check func(ctx context.Context) error
-}
 
 // Config tunes the gateway. Zero fields take the defaults of Defaults.
 type Config struct {
@@ -130,6 +108,9 @@ type Server struct {
 	delivery Delivery
 	keys     Verifier
 	checks   []Check
+	groups   Groups
+	presence Presence
+	media    Media
 	m        *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
@@ -150,9 +131,9 @@ type userLimiter struct {
 	refs int
 }
 
-// New returns a gateway. checks are the readiness probes of /readyz.
-func New(cfg Config, d Delivery, keys Verifier, checks []Check, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
-	if d == nil || keys == nil || m == nil {
+// New returns a gateway over deps.
+func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
+	if deps.Delivery == nil || deps.Keys == nil || m == nil {
 		return nil, errors.New("gateway: New needs delivery, a token verifier and metrics")
 	}
 	if log == nil {
@@ -162,9 +143,12 @@ func New(cfg Config, d Delivery, keys Verifier, checks []Check, m *metrics.Metri
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:      cfg,
-		delivery: d,
-		keys:     keys,
-		checks:   checks,
+		delivery: deps.Delivery,
+		keys:     deps.Keys,
+		checks:   deps.Checks,
+		groups:   deps.Groups,
+		presence: deps.Presence,
+		media:    deps.Media,
 		m:        m,
 		log:      log.With("component", "gateway", "gateway", cfg.ID),
 		ctx:      ctx,

@@ -193,7 +193,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		PublicURL: f.publicURL,
 		SendRate:  f.sendRate,
 		SendBurst: f.sendBurst,
-	}, dsvc, keys, []gateway.Check{
+	}, gateway.Deps{Delivery: dsvc, Keys: keys, Checks: []gateway.Check{
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
@@ -202,7 +202,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}},
 		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
-	}, m, log)
+	}}, m, log)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 )
 
 // Errors shared by all components. Wrap them with %w; test with errors.Is.
@@ -106,4 +107,66 @@ type MessageStatus struct {
 	ID         string            `json:"id"`
 	Status     string            `json:"status"`
 	Recipients []RecipientStatus `json:"recipients"`
+}
+
+// Member is one member of a group.
+type Member struct {
+	User string `json:"user"`
+	Role string `json:"role"` // "admin" or "member"
+}
+
+// Group roles.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
+
+// Group is a group as its members see it.
+type Group struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Members []Member `json:"members"`
+}
+
+// PresenceState is a user's online state as one viewer may see it.
+type PresenceState struct {
+	User   string `json:"user"`
+	Online bool   `json:"online"`
+	// LastSeen is the time of the user's last activity (ms), 0 while online
+	// or when the user hides it.
+	LastSeen int64 `json:"last_seen,omitempty"`
+}
+
+// Frames receives pre-encoded frames: a session, as presence subscriber.
+type Frames interface {
+	// Deliver queues a frame; false when the session's queue is full.
+	Deliver(frame []byte) bool
+}
+
+// MediaInfo describes a stored media object.
+type MediaInfo struct {
+	ID     string `json:"id"`
+	Size   int64  `json:"size"`
+	MIME   string `json:"mime"`
+	SHA256 string `json:"sha256"` // hex
+}
+
+// MediaObject is a readable media object.
+type MediaObject interface {
+	// Info describes the object.
+	Info() MediaInfo
+	// NewReader streams length bytes from offset; memory use does not
+	// depend on the object's size.
+	NewReader(ctx context.Context, offset, length int64) (io.ReadCloser, error)
+}
+
+// MediaGrant names who may read media attached to a message.
+type MediaGrant struct {
+	// Users are the recipients of a 1:1 message.
+	Users []string
+	// Group is the group of a group message: its members at Seq may read.
+	Group string
+	// Seq is the message log position of the group message's send (members
+	// at that point may read).
+	Seq uint64
 }

@@ -18,12 +18,28 @@ const (
 	// BucketDevices is the KV bucket of per-user device records: the
 	// delivery cursor of each device.
 	BucketDevices = "jetchat_devices"
+	// BucketMedia is the object store of media bytes.
+	BucketMedia = "jetchat_media"
+	// BucketMediaACL is the KV bucket of media access grants, one key per
+	// media object.
+	BucketMediaACL = "jetchat_media_acl"
+	// BucketPresence is the KV bucket of last-seen and presence settings,
+	// one key per user.
+	BucketPresence = "jetchat_presence"
+	// BucketGateways is the KV bucket where live gateways register with a
+	// heartbeat; an entry expires when its gateway stops.
+	BucketGateways = "jetchat_gateways"
 
 	// InboxPrefix starts every user inbox subject: chat.u.<user>.
 	InboxPrefix = "chat.u."
 	// LivePrefix is where StreamMsgs republishes stored records for live
 	// delivery: chat.u.<user> is republished on live.u.<user>.
 	LivePrefix = "live.u."
+	// GroupPrefix starts every group subject: chat.g.<group> holds the
+	// group's messages (stored once) and membership changes.
+	GroupPrefix = "chat.g."
+	// LiveGroupPrefix is where group records are republished: live.g.<group>.
+	LiveGroupPrefix = "live.g."
 )
 
 // Inbox is the stream subject of a user's inbox.
@@ -32,6 +48,13 @@ func Inbox(user string) string { return InboxPrefix + user }
 // Live is the core NATS subject on which a user's stored inbox records are
 // republished.
 func Live(user string) string { return LivePrefix + user }
+
+// Group is the stream subject of a group.
+func Group(id string) string { return GroupPrefix + id }
+
+// LiveGroup is the core NATS subject on which a group's stored records are
+// republished.
+func LiveGroup(id string) string { return LiveGroupPrefix + id }
 
 // Settings are the deployment choices that shape the streams.
 type Settings struct {
@@ -58,8 +81,8 @@ const MaxRecord = 512 << 10
 func MsgsStream(s Settings) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        StreamMsgs,
-		Description: "jetchat message log: per-user inboxes (chat.u.<user>) of messages, own-send copies and receipts",
-		Subjects:    []string{InboxPrefix + "*"},
+		Description: "jetchat message log: per-user inboxes (chat.u.<user>: messages, own-send copies, receipts) and groups (chat.g.<group>: messages stored once, membership changes)",
+		Subjects:    []string{InboxPrefix + "*", GroupPrefix + "*"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.Replicas,
@@ -83,10 +106,65 @@ func DevicesBucket(s Settings) jetstream.KeyValueConfig {
 	}
 }
 
+// MediaBucket is the configuration of BucketMedia.
+func MediaBucket(s Settings) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      BucketMedia,
+		Description: "jetchat media bytes (photos, videos, documents), referenced by messages",
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.Replicas,
+	}
+}
+
+// MediaACLBucket is the configuration of BucketMediaACL.
+func MediaACLBucket(s Settings) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketMediaACL,
+		Description: "jetchat media access: per media object, its uploader and the messages that carry it",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.Replicas,
+	}
+}
+
+// PresenceBucket is the configuration of BucketPresence.
+func PresenceBucket(s Settings) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketPresence,
+		Description: "jetchat presence: per user, last-seen, the gateways it is connected to, privacy",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.Replicas,
+	}
+}
+
+// GatewaysBucket is the configuration of BucketGateways: entries expire
+// unless their gateway refreshes them, and expiry leaves a marker so that
+// watchers learn of it.
+func GatewaysBucket(s Settings) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         BucketGateways,
+		Description:    "jetchat gateway registry: live gateways and their addresses, refreshed by heartbeat",
+		History:        1,
+		TTL:            GatewayTTL,
+		LimitMarkerTTL: GatewayTTL,
+		Storage:        jetstream.FileStorage,
+		Replicas:       s.Replicas,
+	}
+}
+
+// GatewayTTL is how long a gateway's registry entry outlives its last
+// heartbeat.
+const GatewayTTL = 10 * time.Second
+
 // Resources is what Ensure created or found.
 type Resources struct {
-	Msgs    jetstream.Stream
-	Devices jetstream.KeyValue
+	Msgs     jetstream.Stream
+	Devices  jetstream.KeyValue
+	Media    jetstream.ObjectStore
+	MediaACL jetstream.KeyValue
+	Presence jetstream.KeyValue
+	Gateways jetstream.KeyValue
 }
 
 // Ensure creates every stream and bucket that is missing and updates the
@@ -99,9 +177,26 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Resources
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", StreamMsgs, err)
 	}
-	dev, err := js.CreateOrUpdateKeyValue(ctx, DevicesBucket(s))
-	if err != nil {
-		return nil, fmt.Errorf("create key-value bucket %s: %w", BucketDevices, err)
+	r := &Resources{Msgs: msgs}
+	for _, kv := range []struct {
+		cfg jetstream.KeyValueConfig
+		dst *jetstream.KeyValue
+	}{
+		{DevicesBucket(s), &r.Devices},
+		{MediaACLBucket(s), &r.MediaACL},
+		{PresenceBucket(s), &r.Presence},
+		{GatewaysBucket(s), &r.Gateways},
+	} {
+		b, err := js.CreateOrUpdateKeyValue(ctx, kv.cfg)
+		if err != nil {
+			return nil, fmt.Errorf("create key-value bucket %s: %w", kv.cfg.Bucket, err)
+		}
+		*kv.dst = b
 	}
-	return &Resources{Msgs: msgs, Devices: dev}, nil
+	obs, err := js.CreateOrUpdateObjectStore(ctx, MediaBucket(s))
+	if err != nil {
+		return nil, fmt.Errorf("create object store %s: %w", BucketMedia, err)
+	}
+	r.Media = obs
+	return r, nil
 }

@@ -31,6 +31,20 @@ var Secret = []byte("jetchat-test-secret-0123456789abcdef")
 type Options struct {
 	Gateway  gateway.Config
 	Delivery delivery.Config
+	// Wire, when set, adds components to the gateway's dependencies (it may
+	// set deps.Groups, deps.Presence, deps.Media). It runs after the
+	// delivery service exists.
+	Wire func(t testing.TB, w Wiring, deps *gateway.Deps)
+}
+
+// Wiring is what a node's components are built from.
+type Wiring struct {
+	NC        *nats.Conn
+	JS        jetstream.JetStream
+	Resources *natsx.Resources
+	Metrics   *metrics.Metrics
+	Delivery  *delivery.Service
+	Log       *slog.Logger
 }
 
 // Node is a running gateway and delivery service.
@@ -85,7 +99,11 @@ func Start(t testing.TB, ns *server.Server, opts Options) *Node {
 		gc.SendRate = 10000
 		gc.SendBurst = 10000
 	}
-	gw, err := gateway.New(gc, d, keys, nil, m, log)
+	deps := gateway.Deps{Delivery: d, Keys: keys}
+	if opts.Wire != nil {
+		opts.Wire(t, Wiring{NC: nc, JS: js, Resources: res, Metrics: m, Delivery: d, Log: log}, &deps)
+	}
+	gw, err := gateway.New(gc, deps, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
