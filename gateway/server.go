@@ -177,6 +177,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /v1/route", s.authed(s.handleRoute))
 	s.mux.HandleFunc("GET /v1/messages", s.authed(s.handleHistory))
 	s.mux.HandleFunc("GET /v1/messages/{id}", s.authed(s.handleStatus))
+	s.groupsRoutes()
+	s.presenceRoutes()
+	s.mediaRoutes()
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeCode(w, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
