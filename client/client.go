@@ -95,6 +95,8 @@ type Conn struct {
 
 	mu      sync.Mutex
 	waiters map[string]chan Result
+	calls   map[string]func(Sent, error)
+	onFrame func(*Frame)
 	frames  []*Frame
 	notify  chan struct{}
 	err     error // why the connection ended
@@ -146,6 +148,7 @@ func Dial(ctx context.Context, url, token string) (*Conn, error) {
 	c := &Conn{
 		ws:      ws,
 		waiters: map[string]chan Result{},
+		calls:   map[string]func(Sent, error){},
 		notify:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		prefix:  strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
@@ -193,11 +196,14 @@ func (c *Conn) readLoop() {
 	}
 	c.mu.Lock()
 	c.err = err
-	waiters := c.waiters
-	c.waiters = map[string]chan Result{}
+	waiters, calls := c.waiters, c.calls
+	c.waiters, c.calls = map[string]chan Result{}, map[string]func(Sent, error){}
 	c.mu.Unlock()
 	for _, w := range waiters {
 		w <- Result{Err: fmt.Errorf("%w: %v", ErrClosed, err)}
+	}
+	for _, f := range calls {
+		f(Sent{}, fmt.Errorf("%w: %v", ErrClosed, err))
 	}
 	close(c.done)
 	c.ws.Close()
@@ -237,6 +243,11 @@ func (c *Conn) dispatch(data []byte) {
 		json.Unmarshal(data, f.Presence)
 	}
 	c.mu.Lock()
+	if h := c.onFrame; h != nil {
+		c.mu.Unlock()
+		h(f)
+		return
+	}
 	c.frames = append(c.frames, f)
 	c.mu.Unlock()
 	select {
@@ -249,11 +260,17 @@ func (c *Conn) answer(cid string, r Result) bool {
 	c.mu.Lock()
 	w := c.waiters[cid]
 	delete(c.waiters, cid)
+	f := c.calls[cid]
+	delete(c.calls, cid)
 	c.mu.Unlock()
-	if w == nil {
+	switch {
+	case w != nil:
+		w <- r
+	case f != nil:
+		f(r.Sent, r.Err)
+	default:
 		return false
 	}
-	w <- r
 	return true
 }
 
@@ -348,6 +365,46 @@ func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err
 		return "", nil, err
 	}
 	return req.CID, ch, nil
+}
+
+// SendFunc sends req without waiting; done is called from the connection's
+// reader goroutine with the answer (or the error that ended the
+// connection). It must not block. It is for load generators.
+func (c *Conn) SendFunc(req SendRequest, done func(Sent, error)) error {
+	if req.CID == "" {
+		req.CID = c.prefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.calls[req.CID] = done
+	c.mu.Unlock()
+	frame := struct {
+		Type string `json:"type"`
+		SendRequest
+	}{wire.TypeSend, req}
+	if err := c.writeJSON(frame); err != nil {
+		c.mu.Lock()
+		delete(c.calls, req.CID)
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// OnFrame makes the reader goroutine call f for every frame that Next would
+// return, instead of queueing it; f must not block. Set it right after Dial.
+func (c *Conn) OnFrame(f func(*Frame)) {
+	c.mu.Lock()
+	c.onFrame = f
+	queued := c.frames
+	c.frames = nil
+	c.mu.Unlock()
+	for _, fr := range queued {
+		f(fr)
+	}
 }
 
 // Ack acknowledges received message and receipt frames.

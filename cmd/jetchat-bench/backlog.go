@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jetchat/jetchat/client"
+)
+
+type backlogResult struct {
+	Scenario      string      `json:"scenario"`
+	Users         int         `json:"users"`
+	Messages      int         `json:"messages_each"`
+	FillSeconds   float64     `json:"fill_s"`
+	Before        serverStats `json:"server_before"`
+	AfterFill     serverStats `json:"server_after_fill"`
+	GrowthPerUser float64     `json:"rss_growth_bytes_per_offline_user"`
+	CatchUp       latency     `json:"catch_up"`
+	Measured      int         `json:"users_caught_up"`
+	Lost          int64       `json:"lost"`
+}
+
+func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("backlog", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	users := fs.Int("users", 100, "offline users to fill")
+	msgs := fs.Int("messages", 1000, "messages waiting for each")
+	senders := fs.Int("senders", 50, "online users that fill the backlogs")
+	measure := fs.Int("measure", 100, "how many of the users to connect and time (0: all)")
+	inflight := fs.Int("inflight", 8, "sends in flight per sender")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	tokens, err := c.setup()
+	if err != nil {
+		return err
+	}
+	before, err := settle(ctx, c.url, 0)
+	if err != nil {
+		return fmt.Errorf("read the node's /metrics: %w", err)
+	}
+	names := make([]string, *users)
+	for i := range names {
+		names[i] = fmt.Sprintf("%so%d", c.prefix, i)
+	}
+	snames := make([]string, *senders)
+	for i := range snames {
+		snames[i] = fmt.Sprintf("%ss%d", c.prefix, i)
+	}
+	sconns, _, err := c.dialAll(ctx, snames, tokens)
+	if err != nil {
+		return err
+	}
+	total := int64(*users) * int64(*msgs)
+	fmt.Fprintf(stderr, "backlog: %d senders fill %d messages (%d users × %d)\n", *senders, total, *users, *msgs)
+	var next, sent, errs atomic.Int64
+	stop := make(chan struct{})
+	go progress(stderr, stop, func(el time.Duration) string {
+		return fmt.Sprintf("%4s filled=%d/%d errors=%d", el, sent.Load(), total, errs.Load())
+	})
+	start := time.Now()
+	pad := strings.Repeat("x", 80)
+	var wg sync.WaitGroup
+	for _, sc := range sconns {
+		for k := 0; k < *inflight; k++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1) - 1
+					if i >= total || ctx.Err() != nil {
+						return
+					}
+					// Round robin over the users, so each backlog fills in order.
+					to := names[i%int64(*users)]
+					sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					_, err := sc.SendMsg(sctx, client.SendRequest{To: to, Body: fmt.Sprint(i/int64(*users), "|", pad)})
+					cancel()
+					if err != nil {
+						errs.Add(1)
+						return
+					}
+					sent.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(stop)
+	fill := time.Since(start)
+	for _, sc := range sconns {
+		sc.Close()
+	}
+	if errs.Load() > 0 {
+		return fmt.Errorf("filling failed: %d errors", errs.Load())
+	}
+	after, err := settle(ctx, c.url, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	n := *measure
+	if n == 0 || n > *users {
+		n = *users
+	}
+	fmt.Fprintf(stderr, "backlog: filled in %s; connecting %d users one at a time\n", fill.Truncate(time.Millisecond), n)
+	var h hist
+	var lost int64
+	for i := 0; i < n; i++ {
+		tok, _ := tokens(names[i], "bench")
+		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		conn, err := client.Dial(dctx, c.wsURL(), tok)
+		if err != nil {
+			cancel()
+			return err
+		}
+		hello := time.Now()
+		got := 0
+		var ids []string
+		for got < *msgs {
+			f, err := conn.Next(dctx)
+			if err != nil {
+				break
+			}
+			if f.Message != nil {
+				got++
+				ids = append(ids, f.Message.ID)
+			}
+		}
+		h.add(time.Since(hello))
+		lost += int64(*msgs - got)
+		for len(ids) > 0 {
+			k := min(len(ids), 4096)
+			conn.Ack(ids[:k]...)
+			ids = ids[k:]
+		}
+		conn.Close()
+		cancel()
+	}
+	res := backlogResult{
+		Scenario: "backlog", Users: *users, Messages: *msgs, FillSeconds: fill.Seconds(),
+		Before: before, AfterFill: after, GrowthPerUser: (after.RSS - before.RSS) / float64(*users),
+		CatchUp: h.summary(), Measured: n, Lost: lost,
+	}
+	report(stdout, c.jsonOut, res, [][2]string{
+		{"scenario", fmt.Sprintf("backlog: %d offline users × %d waiting messages", *users, *msgs)},
+		{"fill", fmt.Sprintf("%s (%.0f msg/s)", fill.Truncate(time.Millisecond), float64(total)/fill.Seconds())},
+		{"server RSS", fmt.Sprintf("%s → %s after fill: %.0f B per offline user", mib(before.RSS), mib(after.RSS), res.GrowthPerUser)},
+		{"catch-up (hello → all delivered)", fmtLat(res.CatchUp)},
+		{"lost", fmt.Sprint(lost)},
+	})
+	if lost > 0 {
+		return errors.New("LOSS: some waiting messages were not delivered")
+	}
+	return nil
+}

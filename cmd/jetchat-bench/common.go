@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jetchat/jetchat/client"
+	"github.com/jetchat/jetchat/internal/auth"
+)
+
+// common are the flags every scenario shares.
+type common struct {
+	url      string
+	data     string
+	secret   string
+	jsonOut  bool
+	prefix   string
+	dialRate int
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "the node's HTTP address (WebSockets go to its /v1/ws)")
+	fs.StringVar(&c.data, "data", "./data", "the node's data folder, for its generated token secret")
+	fs.StringVar(&c.secret, "jwt-secret", os.Getenv("JETCHAT_JWT_SECRET"), "the node's HS256 secret (instead of --data)")
+	fs.BoolVar(&c.jsonOut, "json", false, "print the summary as JSON")
+	fs.StringVar(&c.prefix, "prefix", "", "user id prefix (default: random per run, so runs do not share inboxes)")
+	fs.IntVar(&c.dialRate, "dial-rate", 2000, "connections opened per second")
+}
+
+func (c *common) setup() (tokens func(user, device string) (string, error), err error) {
+	var secret []byte
+	if c.secret != "" {
+		secret, err = auth.ParseSecret(c.secret)
+	} else {
+		secret, err = os.ReadFile(c.data + "/" + auth.SecretFile)
+		if err == nil {
+			secret, err = auth.ParseSecret(strings.TrimSpace(string(secret)))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token secret: %w", err)
+	}
+	if c.prefix == "" {
+		c.prefix = "b" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + "-"
+	}
+	return func(user, device string) (string, error) {
+		return auth.Mint(secret, user, device, 24*time.Hour, time.Now())
+	}, nil
+}
+
+func (c *common) wsURL() string {
+	u := strings.TrimRight(c.url, "/")
+	u = strings.Replace(u, "http://", "ws://", 1)
+	u = strings.Replace(u, "https://", "wss://", 1)
+	return u + "/v1/ws"
+}
+
+// dialAll connects users (device "bench") at the dial rate.
+func (c *common) dialAll(ctx context.Context, users []string, tokens func(string, string) (string, error)) ([]*client.Conn, []time.Duration, error) {
+	conns := make([]*client.Conn, len(users))
+	lat := make([]time.Duration, len(users))
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	tick := time.NewTicker(time.Second / time.Duration(max(c.dialRate, 1)))
+	defer tick.Stop()
+	sem := make(chan struct{}, 256)
+	for i, u := range users {
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-tick.C:
+		}
+		tok, err := tokens(u, "bench")
+		if err != nil {
+			return nil, nil, err
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			conn, err := client.Dial(dctx, c.wsURL(), tok)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, fmt.Errorf("dial %s: %w", u, err))
+				return
+			}
+			lat[i] = time.Since(start)
+			conns[i] = conn
+		}()
+	}
+	wg.Wait()
+	if e, _ := firstErr.Load().(error); e != nil {
+		for _, conn := range conns {
+			if conn != nil {
+				conn.Abort()
+			}
+		}
+		return nil, nil, e
+	}
+	return conns, lat, nil
+}
+
+// hist collects latency samples.
+type hist struct {
+	mu sync.Mutex
+	ns []int64
+}
+
+func (h *hist) add(d time.Duration) {
+	h.mu.Lock()
+	h.ns = append(h.ns, int64(d))
+	h.mu.Unlock()
+}
+
+// summary returns count and percentiles in milliseconds.
+func (h *hist) summary() latency {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := append([]int64(nil), h.ns...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	q := func(p float64) float64 {
+		if len(s) == 0 {
+			return 0
+		}
+		i := int(p * float64(len(s)-1))
+		return float64(s[i]) / 1e6
+	}
+	out := latency{N: len(s), P50: q(.5), P90: q(.9), P99: q(.99), P999: q(.999)}
+	if len(s) > 0 {
+		out.Max = float64(s[len(s)-1]) / 1e6
+	}
+	return out
+}
+
+// latency is a latency summary in milliseconds.
+type latency struct {
+	N    int     `json:"n"`
+	P50  float64 `json:"p50_ms"`
+	P90  float64 `json:"p90_ms"`
+	P99  float64 `json:"p99_ms"`
+	P999 float64 `json:"p999_ms"`
+	Max  float64 `json:"max_ms"`
+}
+
+// serverStats are process figures read from the node's /metrics.
+type serverStats struct {
+	RSS        float64 `json:"rss_bytes"`
+	HeapInuse  float64 `json:"heap_inuse_bytes"`
+	Goroutines float64 `json:"goroutines"`
+}
+
+func scrape(ctx context.Context, base string) (serverStats, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(base, "/")+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return serverStats{}, err
+	}
+	defer resp.Body.Close()
+	var st serverStats
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "process_resident_memory_bytes":
+			st.RSS = v
+		case "go_memstats_heap_inuse_bytes":
+			st.HeapInuse = v
+		case "go_goroutines":
+			st.Goroutines = v
+		}
+	}
+	return st, sc.Err()
+}
+
+// settle waits for the server's heap to settle and scrapes it.
+func settle(ctx context.Context, base string, wait time.Duration) (serverStats, error) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+	}
+	return scrape(ctx, base)
+}
+
+// progress prints a line every second until stop is closed.
+func progress(w io.Writer, stop <-chan struct{}, line func(elapsed time.Duration) string) {
+	start := time.Now()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			fmt.Fprintln(w, line(time.Since(start).Truncate(time.Second)))
+		}
+	}
+}
+
+// report prints rows as a table, or v as JSON.
+func report(w io.Writer, asJSON bool, v any, rows [][2]string) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(v)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	tw.Flush()
+}
+
+func fmtLat(l latency) string {
+	return fmt.Sprintf("n=%d p50=%.2fms p90=%.2fms p99=%.2fms p99.9=%.2fms max=%.2fms", l.N, l.P50, l.P90, l.P99, l.P999, l.Max)
+}
+
+func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
