@@ -85,8 +85,8 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	var (
 		sent, delivered, receipts, errCount, misdelivered atomic.Int64
-		toSent, toDeliv, toRcpt                            hist
-		measureFrom                                        = time.Now().Add(*warmup)
+		toSent, toDeliv, toRcpt                           hist
+		measureFrom                                       = time.Now().Add(*warmup)
 	)
 	us := make([]*dmUser, *users)
 	byName := map[string]*dmUser{}
