@@ -166,7 +166,39 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 	}
 	s.mux = http.NewServeMux()
 	s.routes()
+	s.wg.Add(1)
+	go s.pingLoop()
 	return s, nil
+}
+
+// pingLoop pings every session each PingInterval until Shutdown: one timer
+// for the whole gateway instead of one per session.
+func (s *Server) pingLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		sessions := make([]*session, 0, len(s.sessions))
+		for ss := range s.sessions {
+			sessions = append(sessions, ss)
+		}
+		s.mu.Unlock()
+		for _, ss := range sessions {
+			ss.ping()
+		}
+	}
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 func (s *Server) routes() {
@@ -218,7 +250,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() {
-		s.wg.Wait()
+		for _, ss := range sessions {
+			<-ss.done
+		}
 		close(done)
 	}()
 	var err error
@@ -231,7 +265,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
-	s.cancel()
+	s.cancel() // stops the ping loop
+	s.wg.Wait()
 	return err
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-
 	"net"
 	"net/http"
 	"sync"
@@ -32,6 +31,10 @@ const (
 // before the session is closed with ClosePolicy.
 const maxRejects = 100
 
+// maxInbound is how many client frames may wait for the session's worker;
+// past it the reader stops reading (TCP pushes back on the client).
+const maxInbound = 64
+
 // closeGrace is how long a session waits for the client to answer a close
 // frame before dropping the TCP connection. Closing at once would reset the
 // connection and could destroy the close frame before the client reads it.
@@ -42,8 +45,13 @@ var pingFrame = []byte{}
 
 var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// session is one WebSocket connection. One goroutine reads frames and runs
-// them; a writer goroutine exists only while there is something to write.
+// session is one WebSocket connection.
+//
+// Goroutines: a reader goroutine lives as long as the connection and does
+// nothing but read frames, so its stack stays small; a worker goroutine runs
+// the frames (sends, acks...) and a writer goroutine writes the queue, each
+// existing only while it has work. An idle session therefore costs one small
+// stack.
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
@@ -51,30 +59,29 @@ type session struct {
 	device string
 	lim    *rate.Limiter
 	dev    chat.Device
-
-	ctx    context.Context // canceled when the session ends
-	cancel context.CancelFunc
+	done   chan struct{} // closed when the session has ended
+	work   sync.WaitGroup
 
 	mu        sync.Mutex
-	queue     [][]byte
+	queue     [][]byte // frames to write
 	qbytes    int
 	writing   bool
 	closing   bool // no more frames are queued
 	closeCode int
 	closeText string
-	flushing  bool          // send queued frames before the close frame
 	room      chan struct{} // closed and replaced when the queue drains
 	dead      bool          // the connection failed or was closed
 	held      bool          // nothing is written until the device is attached
-	pingTimer *time.Timer
+	inq       []*bytes.Buffer
+	working   bool
+	inRoom    chan struct{} // closed and replaced when the worker takes a frame
 	rejects   int
 }
 
+// handleWS upgrades the request and attaches the device. It runs in the
+// HTTP server's goroutine, which ends once the session is set up.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims) {
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
-	if draining {
+	if s.isDraining() {
 		s.writeCode(w, wire.CodeUnavailable, "this gateway is shutting down; reconnect")
 		return
 	}
@@ -87,10 +94,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		conn:   conn,
 		user:   c.User,
 		device: c.Device,
+		done:   make(chan struct{}),
 		room:   make(chan struct{}),
+		inRoom: make(chan struct{}),
 		held:   true,
 	}
-	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
@@ -103,40 +111,22 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 	s.mu.Unlock()
 	s.m.Connections.Inc()
 	ss.lim = s.acquireLimiter(c.User)
-	go ss.run()
-}
 
-// run is the session's reader goroutine: it owns the session's lifetime.
-func (ss *session) run() {
-	s := ss.srv
-	defer s.wg.Done()
-	defer func() {
-		ss.cancel()
-		if ss.dev != nil {
-			ss.dev.Close()
-		}
-		ss.finish()
-		s.releaseLimiter(ss.user)
-		s.mu.Lock()
-		delete(s.sessions, ss)
-		s.mu.Unlock()
-		s.m.Connections.Dec()
-	}()
-
-	ss.conn.SetReadLimit(wire.MaxFrame)
+	conn.SetReadLimit(wire.MaxFrame)
 	ss.extendRead()
-	ss.conn.SetPongHandler(func(string) error { ss.extendRead(); return nil })
-	// Answer a client's close frame only after the device's position is
-	// stored (readFailed), so a client that reconnects at once, even to
-	// another gateway, resumes exactly after what it acknowledged.
-	ss.conn.SetCloseHandler(func(int, string) error { return nil })
-	// hello is queued first, and written once the device is attached: a
+	conn.SetPongHandler(func(string) error { ss.extendRead(); return nil })
+	// Answer a client's close frame only after its frames are run and the
+	// device's position is stored (readFailed), so a client that reconnects
+	// at once, even to another gateway, resumes exactly after what it acked.
+	conn.SetCloseHandler(func(int, string) error { return nil })
+	// hello is queued first and written once the device is attached: a
 	// client that has its hello is connected, and its sends see all its
 	// devices.
 	ss.deliverHello()
-	ctx, cancel := context.WithTimeout(ss.ctx, s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
 	dev, err := s.delivery.Connect(ctx, ss.user, ss.device, ss)
 	cancel()
+	ss.dev = dev
 	ss.mu.Lock()
 	ss.held = false
 	if err == nil {
@@ -148,18 +138,25 @@ func (ss *session) run() {
 	if err != nil {
 		s.log.Warn("cannot attach device", "user_id", ss.user, "device", ss.device, "err", err)
 		ss.Close(err)
-		return
+	} else if s.presence != nil {
+		pctx, pcancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+		if err := s.presence.Connected(pctx, ss.user, ss.device); err != nil {
+			s.log.Warn("presence", "user_id", ss.user, "err", err)
+		}
+		pcancel()
 	}
-	ss.dev = dev
+	go ss.read()
+}
 
-	ss.mu.Lock()
-	ss.pingTimer = time.AfterFunc(s.cfg.PingInterval, ss.ping)
-	ss.mu.Unlock()
+// read is the reader goroutine: it owns the session's lifetime.
+func (ss *session) read() {
+	s := ss.srv
+	defer s.wg.Done()
 	for {
 		mt, r, err := ss.conn.NextReader()
 		if err != nil {
 			ss.readFailed(err)
-			return
+			break
 		}
 		if ss.isClosing() {
 			// Closing: discard what the client still sends until it
@@ -167,20 +164,79 @@ func (ss *session) run() {
 			continue
 		}
 		ss.extendRead()
-		buf := readBufs.Get().(*bytes.Buffer)
-		buf.Reset()
-		_, err = buf.ReadFrom(r)
-		if err != nil {
-			readBufs.Put(buf)
-			ss.readFailed(err)
-			return
-		}
 		if mt != websocket.TextMessage {
 			s.m.FramesIn.WithLabelValues("invalid").Inc()
 			ss.fail(wire.Errorf(wire.CodeBadRequest, "frames must be text frames holding one JSON object"))
-		} else {
-			ss.handle(buf.Bytes())
+			continue
 		}
+		buf := readBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			readBufs.Put(buf)
+			ss.readFailed(err)
+			break
+		}
+		ss.enqueue(buf)
+	}
+	ss.work.Wait() // frames already read still run
+	if ss.dev != nil {
+		ss.dev.Close()
+	}
+	if s.presence != nil && ss.dev != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		if err := s.presence.Disconnected(ctx, ss.user, ss.device); err != nil {
+			s.log.Warn("presence", "user_id", ss.user, "err", err)
+		}
+		s.presence.Forget(ss)
+		cancel()
+	}
+	ss.finish()
+	close(ss.done)
+	s.releaseLimiter(ss.user)
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	s.mu.Unlock()
+	s.m.Connections.Dec()
+}
+
+// enqueue hands a frame to the worker, starting it when idle. It blocks
+// while maxInbound frames wait.
+func (ss *session) enqueue(buf *bytes.Buffer) {
+	ss.mu.Lock()
+	for len(ss.inq) >= maxInbound {
+		room := ss.inRoom
+		ss.mu.Unlock()
+		<-room
+		ss.mu.Lock()
+	}
+	ss.inq = append(ss.inq, buf)
+	if !ss.working {
+		ss.working = true
+		ss.work.Add(1)
+		go ss.runFrames()
+	}
+	ss.mu.Unlock()
+}
+
+// runFrames is the worker goroutine: it runs queued frames in order, then
+// exits.
+func (ss *session) runFrames() {
+	defer ss.work.Done()
+	for {
+		ss.mu.Lock()
+		if len(ss.inq) == 0 {
+			ss.working = false
+			ss.inq = nil
+			ss.mu.Unlock()
+			return
+		}
+		buf := ss.inq[0]
+		ss.inq[0] = nil
+		ss.inq = ss.inq[1:]
+		close(ss.inRoom)
+		ss.inRoom = make(chan struct{})
+		ss.mu.Unlock()
+		ss.handle(buf.Bytes())
 		if buf.Cap() <= 64<<10 {
 			readBufs.Put(buf)
 		}
@@ -196,22 +252,21 @@ func (ss *session) extendRead() {
 	ss.conn.SetReadDeadline(time.Now().Add(ss.srv.cfg.PingInterval + ss.srv.cfg.PongWait))
 }
 
-// ping queues a ping and schedules the next one. Pings go through the queue,
-// so an idle session holds no writer goroutine between them.
+// ping queues a ping. The gateway's ticker pings every session, so an idle
+// session needs no timer and no writer goroutine between pings.
 func (ss *session) ping() {
 	ss.mu.Lock()
-	if ss.closing {
-		ss.mu.Unlock()
+	defer ss.mu.Unlock()
+	if ss.closing || ss.held {
 		return
 	}
 	ss.queue = append(ss.queue, pingFrame)
 	ss.startWriterLocked()
-	ss.pingTimer.Reset(ss.srv.cfg.PingInterval)
-	ss.mu.Unlock()
 }
 
 func (ss *session) readFailed(err error) {
 	var ce *websocket.CloseError
+	var ne net.Error
 	switch {
 	case ss.isClosing():
 		ss.markDead()
@@ -220,28 +275,21 @@ func (ss *session) readFailed(err error) {
 		ss.srv.m.Errors.WithLabelValues(wire.CodeTooLarge).Inc()
 		ss.markDead()
 	case errors.As(err, &ce):
-		// The client closed: store its position, then answer.
+		// The client closed: run its last frames, store its position,
+		// then answer.
+		ss.work.Wait()
 		if ss.dev != nil {
 			ss.dev.Close()
 		}
 		ss.Close(nil)
+	case errors.As(err, &ne) && ne.Timeout() && ss.srv.isDraining():
+		ss.Close(chat.ErrShutdown)
 	default:
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && ss.isDraining() {
-			ss.Close(chat.ErrShutdown)
-			return
-		}
 		ss.markDead()
 	}
 }
 
-func (ss *session) isDraining() bool {
-	ss.srv.mu.Lock()
-	defer ss.srv.mu.Unlock()
-	return ss.srv.draining
-}
-
-// drain stops the reader after the frame it is handling (Shutdown).
+// drain stops the reader after the frame it is reading (Shutdown).
 func (ss *session) drain() {
 	ss.conn.SetReadDeadline(time.Now())
 }
@@ -295,7 +343,7 @@ func (ss *session) WaitRoom(ctx context.Context) error {
 		case <-room:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-ss.ctx.Done():
+		case <-ss.done:
 			return chat.ErrClosed
 		}
 	}
@@ -324,7 +372,7 @@ func (ss *session) Close(reason error) {
 	if ss.closing {
 		return
 	}
-	ss.closing, ss.closeCode, ss.closeText, ss.flushing = true, code, text, flush
+	ss.closing, ss.closeCode, ss.closeText = true, code, text
 	if !flush {
 		ss.queue, ss.qbytes = nil, 0
 	}
@@ -345,9 +393,6 @@ func (ss *session) isClosing() bool {
 
 func (ss *session) markDead() {
 	ss.mu.Lock()
-	if ss.pingTimer != nil {
-		ss.pingTimer.Stop()
-	}
 	ss.dead = true
 	ss.closing = true
 	ss.queue, ss.qbytes = nil, 0
@@ -436,78 +481,4 @@ func (ss *session) write() {
 			}
 		}
 	}
-}
-
-var errRateFlood = errors.New("rate limit flood")
-
-// handle runs one client frame.
-func (ss *session) handle(data []byte) {
-	s := ss.srv
-	in, err := wire.Decode(data)
-	if err != nil {
-		s.m.FramesIn.WithLabelValues("invalid").Inc()
-		ss.fail(err)
-		return
-	}
-	s.m.FramesIn.WithLabelValues(in.Type).Inc()
-	switch in.Type {
-	case wire.TypeSend:
-		ss.send(in)
-	case wire.TypeAck:
-		ss.dev.Ack(in.IDs)
-	case wire.TypeRead:
-		ctx, cancel := context.WithTimeout(ss.ctx, s.cfg.RequestTimeout)
-		err := ss.dev.Read(ctx, in.IDs)
-		cancel()
-		if err != nil {
-			ss.fail(err)
-		}
-	default:
-		ss.fail(wire.Errorf(wire.CodeBadRequest, "%s is not supported by this node yet", in.Type))
-	}
-}
-
-func (ss *session) send(in *wire.Inbound) {
-	s := ss.srv
-	if !ss.lim.Allow() {
-		ss.rejects++
-		ss.fail(&wire.Error{Code: wire.CodeRateLimited, Message: "sending too fast; slow down", CID: in.CID})
-		if ss.rejects >= maxRejects {
-			ss.Close(errRateFlood)
-		}
-		return
-	}
-	ss.rejects = 0
-	if in.Group != "" {
-		ss.fail(&wire.Error{Code: wire.CodeNotFound, Message: "no such group", CID: in.CID})
-		return
-	}
-	if in.Media != "" {
-		ss.fail(&wire.Error{Code: wire.CodeNotFound, Message: "no such media", CID: in.CID})
-		return
-	}
-	ctx, cancel := context.WithTimeout(ss.ctx, s.cfg.RequestTimeout)
-	sent, err := ss.dev.Send(ctx, chat.SendRequest{CID: in.CID, To: in.To, Body: in.Body, Media: in.Media})
-	cancel()
-	if err != nil {
-		code := codeOf(err)
-		if code == wire.CodeInternal || code == wire.CodeUnavailable {
-			s.log.Warn("send failed", "user_id", ss.user, "err", err)
-		}
-		ss.fail(&wire.Error{Code: code, Message: publicMessage(code, err), CID: in.CID})
-		return
-	}
-	ss.control(wire.AppendSent(make([]byte, 0, 64+len(in.CID)), in.CID, sent.ID, sent.TS))
-}
-
-// fail answers a frame with an error frame; the connection stays open.
-func (ss *session) fail(err error) {
-	code := codeOf(err)
-	cid := ""
-	var werr *wire.Error
-	if errors.As(err, &werr) {
-		cid = werr.CID
-	}
-	ss.srv.m.Errors.WithLabelValues(code).Inc()
-	ss.control(wire.AppendError(nil, code, publicMessage(code, err), cid))
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -48,6 +49,7 @@ type serveFlags struct {
 	receiptDelay time.Duration
 	cursorFlush  time.Duration
 	shutdown     time.Duration
+	debugAddr    string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -73,6 +75,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.receiptDelay, "receipt-delay", 100*time.Millisecond, "how long receipts to one sender are batched into one stored record")
 	fs.DurationVar(&f.cursorFlush, "cursor-flush", 2*time.Second, "how often acknowledged positions are stored")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long a SIGTERM drain may take")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this address (keep it private), e.g. 127.0.0.1:6060")
 }
 
 // serve runs a node until ctx ends, then drains it.
@@ -215,6 +218,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("jetchat node started", "http", ln.Addr().String(), "gateway", f.gatewayID,
 		"nats", orEmbedded(f.natsURL), "nats_listen", f.natsListen, "fsync", f.fsync.String(), "data", f.keys.data)
 	fmt.Fprintf(stdout, "jetchat listening on %s\n", ln.Addr())
+
+	if f.debugAddr != "" {
+		dl, err := net.Listen("tcp", f.debugAddr)
+		if err != nil {
+			return fmt.Errorf("listen on --debug-addr %s: %w", f.debugAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go dsrv.Serve(dl)
+		defer dsrv.Close()
+	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()

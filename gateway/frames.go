@@ -1,0 +1,92 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/wire"
+)
+
+var errRateFlood = errors.New("rate limit flood")
+
+// requestContext bounds the storage calls of one frame; the node's shutdown
+// does not cut them short (an in-flight send completes and is answered).
+func (ss *session) requestContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ss.srv.ctx), ss.srv.cfg.RequestTimeout)
+}
+
+// handle runs one client frame.
+func (ss *session) handle(data []byte) {
+	s := ss.srv
+	in, err := wire.Decode(data)
+	if err != nil {
+		s.m.FramesIn.WithLabelValues("invalid").Inc()
+		ss.fail(err)
+		return
+	}
+	s.m.FramesIn.WithLabelValues(in.Type).Inc()
+	if s.presence != nil {
+		s.presence.Activity(ss.user)
+	}
+	switch in.Type {
+	case wire.TypeSend:
+		ss.send(in)
+	case wire.TypeAck:
+		ss.dev.Ack(in.IDs)
+	case wire.TypeRead:
+		ctx, cancel := ss.requestContext()
+		err := ss.dev.Read(ctx, in.IDs)
+		cancel()
+		if err != nil {
+			ss.fail(err)
+		}
+	default:
+		ss.fail(wire.Errorf(wire.CodeBadRequest, "%s is not supported by this node yet", in.Type))
+	}
+}
+
+func (ss *session) send(in *wire.Inbound) {
+	s := ss.srv
+	if !ss.lim.Allow() {
+		ss.rejects++
+		ss.fail(&wire.Error{Code: wire.CodeRateLimited, Message: "sending too fast; slow down", CID: in.CID})
+		if ss.rejects >= maxRejects {
+			ss.Close(errRateFlood)
+		}
+		return
+	}
+	ss.rejects = 0
+	if in.Group != "" {
+		ss.fail(&wire.Error{Code: wire.CodeNotFound, Message: "no such group", CID: in.CID})
+		return
+	}
+	if in.Media != "" {
+		ss.fail(&wire.Error{Code: wire.CodeNotFound, Message: "no such media", CID: in.CID})
+		return
+	}
+	ctx, cancel := ss.requestContext()
+	sent, err := ss.dev.Send(ctx, chat.SendRequest{CID: in.CID, To: in.To, Body: in.Body, Media: in.Media})
+	cancel()
+	if err != nil {
+		code := codeOf(err)
+		if code == wire.CodeInternal || code == wire.CodeUnavailable {
+			s.log.Warn("send failed", "user_id", ss.user, "err", err)
+		}
+		ss.fail(&wire.Error{Code: code, Message: publicMessage(code, err), CID: in.CID})
+		return
+	}
+	ss.control(wire.AppendSent(make([]byte, 0, 64+len(in.CID)), in.CID, sent.ID, sent.TS))
+}
+
+// fail answers a frame with an error frame; the connection stays open.
+func (ss *session) fail(err error) {
+	code := codeOf(err)
+	cid := ""
+	var werr *wire.Error
+	if errors.As(err, &werr) {
+		cid = werr.CID
+	}
+	ss.srv.m.Errors.WithLabelValues(code).Inc()
+	ss.control(wire.AppendError(nil, code, publicMessage(code, err), cid))
+}
