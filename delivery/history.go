@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -200,11 +201,7 @@ func (s *Service) scanReceipts(ctx context.Context, user string, seq uint64, msg
 	for from := seq + 1; unread > 0 && scanned < s.cfg.ScanLimit; {
 		res, err := natsx.GetBatch(ctx, s.nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox(user), Seq: from, Batch: 512, MaxBytes: 4 << 20}, func(m *nats.Msg) error {
 			scanned++
-			if m.Header.Get(HdrKind) != KindReceipts {
-				return nil
-			}
-			r := rs[m.Header.Get(HdrFrom)]
-			if r == nil {
+			if m.Header.Get(HdrKind) != KindReceipts || !bytes.Contains(m.Data, []byte(`"`+msgID+`"`)) {
 				return nil
 			}
 			var b receiptsBody
@@ -212,7 +209,8 @@ func (s *Service) scanReceipts(ctx context.Context, user string, seq uint64, msg
 				return nil
 			}
 			for _, it := range b.Items {
-				if it.Msg != msgID || statusRank(it.Status) <= statusRank(r.Status) {
+				r := rs[it.By]
+				if r == nil || it.Msg != msgID || statusRank(it.Status) <= statusRank(r.Status) {
 					continue
 				}
 				r.Status, r.TS = it.Status, it.TS

@@ -17,42 +17,39 @@ import (
 	"github.com/jetchat/jetchat/internal/wire"
 )
 
-// batcher collects receipts per (sender, author) pair for up to
-// Config.ReceiptDelay and stores each batch as one record in the sender's
-// inbox: a chatty conversation costs one stored write per batch, not one
-// per receipt.
+// batcher collects the receipts for one user's messages for up to
+// Config.ReceiptDelay and stores each batch as one record in that user's
+// inbox: receipts cost one stored write per user and window, however many
+// messages and recipients (a group's members) they cover.
 type batcher struct {
 	svc *Service
 
 	mu      sync.Mutex
-	batches map[batchKey]*rbatch
-	retry   []*rbatch     // batches whose store failed, stored again unchanged
-	full    chan struct{} // a batch filled up: store now
+	batches map[string]*rbatch // by target user
+	retry   []*rbatch          // batches whose store failed, stored again unchanged
+	full    chan struct{}      // a batch filled up: store now
 
 	pubMu sync.Mutex // one storing round at a time
 }
 
-type batchKey struct{ target, by string }
-
 type rbatch struct {
-	key   batchKey
-	id    string // Nats-Msg-Id: a retried store is deduplicated
-	items []receiptItem
-	since time.Time
+	target string
+	id     string // Nats-Msg-Id: a retried store is deduplicated
+	items  []receiptItem
+	since  time.Time
 }
 
 func newBatcher(s *Service) *batcher {
-	return &batcher{svc: s, batches: map[batchKey]*rbatch{}, full: make(chan struct{}, 1)}
+	return &batcher{svc: s, batches: map[string]*rbatch{}, full: make(chan struct{}, 1)}
 }
 
-// add queues a receipt for target's inbox, authored by by.
-func (b *batcher) add(target, by string, it receiptItem) {
-	k := batchKey{target, by}
+// add queues a receipt for target's inbox.
+func (b *batcher) add(target string, it receiptItem) {
 	b.mu.Lock()
-	rb := b.batches[k]
+	rb := b.batches[target]
 	if rb == nil {
-		rb = &rbatch{key: k, id: nuid.Next(), since: b.svc.cfg.Now()}
-		b.batches[k] = rb
+		rb = &rbatch{target: target, id: nuid.Next(), since: b.svc.cfg.Now()}
+		b.batches[target] = rb
 	}
 	rb.items = append(rb.items, it)
 	full := len(rb.items) >= maxReceiptItems
@@ -113,7 +110,7 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 	var recs []*rbatch
 	for _, rb := range due {
 		for len(rb.items) > maxReceiptItems {
-			recs = append(recs, &rbatch{key: rb.key, id: nuid.Next(), items: rb.items[:maxReceiptItems], since: rb.since})
+			recs = append(recs, &rbatch{target: rb.target, id: nuid.Next(), items: rb.items[:maxReceiptItems], since: rb.since})
 			rb.items = rb.items[maxReceiptItems:]
 		}
 		recs = append(recs, rb)
@@ -122,15 +119,14 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 	var errs []error
 	start := time.Now()
 	for i, rb := range recs {
-		data, err := json.Marshal(receiptsBody{Type: "receipts", By: rb.key.by, Items: rb.items})
+		data, err := json.Marshal(receiptsBody{Type: "receipts", Items: rb.items})
 		if err != nil {
 			return err
 		}
-		m := nats.NewMsg(natsx.Inbox(rb.key.target))
+		m := nats.NewMsg(natsx.Inbox(rb.target))
 		m.Data = data
 		m.Header.Set(hdrMsgID, "r:"+rb.id)
 		m.Header.Set(HdrKind, KindReceipts)
-		m.Header.Set(HdrFrom, rb.key.by)
 		m.Header.Set(HdrTS, strconv.FormatInt(now.UnixMilli(), 10))
 		futures[i], err = b.svc.js.PublishMsgAsync(m)
 		if err != nil {

@@ -19,7 +19,7 @@ const (
 	hdrMsgID = "Nats-Msg-Id"
 	// HdrKind is the record kind: KindMessage, KindCopy or KindReceipts.
 	HdrKind = "Jc-Kind"
-	// HdrFrom is the sender of a message, or the author of receipts.
+	// HdrFrom is the sender of a message.
 	HdrFrom = "Jc-From"
 	// HdrTo is the recipient of a message.
 	HdrTo = "Jc-To"
@@ -132,13 +132,14 @@ func appendMessage(dst []byte, id, from, to, body, media string, ts int64) []byt
 type receiptItem struct {
 	Msg    string `json:"msg"`
 	Status string `json:"status"`
+	By     string `json:"by"`
 	TS     int64  `json:"ts"`
 }
 
-// receiptsBody is the stored JSON of a receipts record.
+// receiptsBody is the stored JSON of a receipts record: the receipts made
+// for one user's messages during one batching window, by any recipients.
 type receiptsBody struct {
 	Type  string        `json:"type"`
-	By    string        `json:"by"`
 	Items []receiptItem `json:"items"`
 }
 
@@ -206,7 +207,7 @@ func decodeRecord(m *nats.Msg, live bool) (*record, error) {
 		}
 		r.frames = make([][]byte, len(b.Items))
 		for i, it := range b.Items {
-			r.frames[i] = wire.AppendReceipt(nil, receiptID(seq, i), it.Msg, it.Status, b.By, it.TS)
+			r.frames[i] = wire.AppendReceipt(nil, receiptID(seq, i), it.Msg, it.Status, it.By, it.TS)
 		}
 	default:
 		return nil, fmt.Errorf("record %d: unknown kind %q", seq, r.kind)

@@ -246,7 +246,7 @@ func (u *userState) delivered(acks []ack) {
 			continue
 		}
 		u.remember(u.receipted, a.id)
-		u.svc.receipts.add(a.from, u.id, receiptItem{Msg: MessageID(a.id), Status: wire.StatusDelivered, TS: now})
+		u.svc.receipts.add(a.from, receiptItem{Msg: MessageID(a.id), Status: wire.StatusDelivered, By: u.id, TS: now})
 		u.svc.m.MessagesDelivered.Inc()
 	}
 }
@@ -263,7 +263,7 @@ func (u *userState) readBy(seq uint64, from string) bool {
 	}
 	u.remember(u.read, seq)
 	u.remember(u.receipted, seq) // read implies delivered
-	u.svc.receipts.add(from, u.id, receiptItem{Msg: MessageID(seq), Status: wire.StatusRead, TS: now})
+	u.svc.receipts.add(from, receiptItem{Msg: MessageID(seq), Status: wire.StatusRead, By: u.id, TS: now})
 	u.svc.m.MessagesRead.Inc()
 	return true
 }
