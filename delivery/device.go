@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/natsx"
@@ -35,6 +32,18 @@ const (
 // they are dropped and read from the log instead.
 const maxPending = 1024
 
+// source is one subject a device reads: its user's inbox, or a group it is
+// a member of.
+type source struct {
+	subject string
+	group   string // "" for the inbox
+	last    uint64 // last sequence processed on subject
+	until   uint64 // records from this sequence on are not the device's (0: none)
+}
+
+// accepts reports whether r on this source is the device's to deliver.
+func (s *source) accepts(seq uint64) bool { return s.until == 0 || seq < s.until }
+
 // slot is a record delivered to a device and not yet fully acknowledged.
 type slot struct {
 	seq   uint64
@@ -56,13 +65,17 @@ type Device struct {
 
 	mu       sync.Mutex
 	mode     mode
-	last     uint64            // last sequence processed on the user's inbox subject
-	floor    uint64            // every record up to floor is acknowledged
-	pending  []*record         // live records that arrived during a catch-up
-	overflow bool              // pending overflowed: re-read after the catch-up
-	inflight []slot            // delivered, not fully acknowledged, in sequence order
-	alias    map[uint64]uint64 // id sequence -> record sequence, where they differ
-	closed   bool              // Close was called
+	inbox    *source
+	groups   map[string]*source // active group sources, by group id
+	pos      uint64             // every source's records up to pos are processed
+	floor    uint64             // every record up to floor is acknowledged
+	frozen   bool               // the group sources are not known yet: floor stays
+	thaw     bool               // groups were loaded: unfreeze after the next full catch-up
+	pending  []*record          // live records that arrived during a catch-up
+	overflow bool               // pending overflowed: re-read after the catch-up
+	inflight []slot             // delivered, not fully acknowledged, in sequence order
+	alias    map[uint64]uint64  // id sequence -> record sequence, where they differ
+	closed   bool               // Close was called
 }
 
 // User is the device's user id.
@@ -79,6 +92,20 @@ func (d *Device) currentFloor() uint64 {
 	return d.floor
 }
 
+// sourceLocked returns the source a record belongs to for this device, or
+// nil when the device does not read that subject.
+func (d *Device) sourceLocked(r *record) *source {
+	if r.subject == d.inbox.subject {
+		return d.inbox
+	}
+	if r.group != "" {
+		if s := d.groups[r.group]; s != nil && s.subject == r.subject {
+			return s
+		}
+	}
+	return nil
+}
+
 // advanceFloorLocked pops acknowledged slots and moves the floor.
 func (d *Device) advanceFloorLocked() {
 	i := 0
@@ -93,7 +120,10 @@ func (d *Device) advanceFloorLocked() {
 		}
 		d.inflight = append(d.inflight[:0], d.inflight[i:]...)
 	}
-	f := d.last
+	if d.frozen {
+		return
+	}
+	f := d.pos
 	if len(d.inflight) > 0 {
 		f = d.inflight[0].seq - 1
 	}
@@ -107,42 +137,114 @@ func (d *Device) isOwn(r *record) bool {
 	return r.device == d.id && r.from == d.user.id && (r.kind == KindMessage || r.kind == KindCopy)
 }
 
-// pushLocked delivers r if it is the next record. It returns false when
-// delivery must stop: the window is full (mode becomes behind) or the sink
-// overflowed (the device closes).
-func (d *Device) pushLocked(r *record) bool {
-	if r.seq <= d.last {
-		return true
+// pushResult tells the caller of pushLocked what happened.
+type pushResult int
+
+const (
+	pushed   pushResult = iota // delivered or passed
+	stopped                    // the window is full (behind) or the sink overflowed (closed)
+	reshaped                   // a membership notice changed the sources: re-read them
+)
+
+// pushLocked delivers r, the next record of src in stream order.
+func (d *Device) pushLocked(src *source, r *record) pushResult {
+	if r.seq <= src.last || !src.accepts(r.seq) {
+		return pushed
+	}
+	if r.kind == KindMember {
+		src.last = r.seq
+		d.pos = max(d.pos, r.seq)
+		changed := d.applyNoticeLocked(r)
+		d.advanceFloorLocked()
+		if changed {
+			return reshaped
+		}
+		return pushed
 	}
 	if r.frames == nil || d.isOwn(r) {
-		d.last = r.seq
+		src.last = r.seq
+		d.pos = max(d.pos, r.seq)
 		d.advanceFloorLocked()
-		return true
+		return pushed
 	}
 	if len(d.inflight) >= d.svc.cfg.Window {
 		d.mode = modeBehind
 		d.pending = nil
-		return false
+		return stopped
 	}
 	for _, f := range r.frames {
 		if !d.sink.Deliver(f) {
 			d.svc.m.SlowClosed.Inc()
 			d.closeLocked(ErrSlowClient)
-			return false
+			return stopped
 		}
 	}
-	d.inflight = append(d.inflight, slot{seq: r.seq, idSeq: r.idSeq, from: r.from, kind: r.kind, parts: len(r.frames)})
+	sl := slot{seq: r.seq, idSeq: r.idSeq, from: r.from, kind: r.kind, parts: len(r.frames)}
+	if n := len(d.inflight); n == 0 || d.inflight[n-1].seq < r.seq {
+		d.inflight = append(d.inflight, sl)
+	} else {
+		// A source added late (groups loaded after connect) delivers
+		// records older than some already in flight: keep them sorted.
+		i := sort.Search(n, func(i int) bool { return d.inflight[i].seq >= r.seq })
+		d.inflight = append(d.inflight, slot{})
+		copy(d.inflight[i+1:], d.inflight[i:])
+		d.inflight[i] = sl
+	}
 	if r.idSeq != r.seq {
 		if d.alias == nil {
 			d.alias = map[uint64]uint64{}
 		}
 		d.alias[r.idSeq] = r.seq
 	}
-	d.last = r.seq
-	return true
+	src.last = r.seq
+	d.pos = max(d.pos, r.seq)
+	return pushed
 }
 
-// onLive takes a record republished on the user's live subject.
+// applyNoticeLocked starts or stops reading a group at a membership notice
+// from the device's inbox, and reports whether the sources changed.
+func (d *Device) applyNoticeLocked(r *record) bool {
+	switch r.event {
+	case EventJoined:
+		if s := d.groups[r.group]; s != nil {
+			if s.until != 0 && s.until <= r.seq {
+				// Joined again after leaving.
+				s.until = 0
+				s.last = max(s.last, r.seq)
+				return true
+			}
+			return false
+		}
+		d.addGroupLocked(chat.Interval{Group: r.group, From: r.seq})
+		return true
+	case EventLeft:
+		if s := d.groups[r.group]; s != nil {
+			d.removeGroupLocked(r.group)
+			return true
+		}
+	}
+	return false
+}
+
+// addGroupLocked starts reading a group from the start of iv.
+func (d *Device) addGroupLocked(iv chat.Interval) {
+	if d.groups == nil {
+		d.groups = map[string]*source{}
+	}
+	// Records up to the inbox position were already processed (a device's
+	// floor covers all its sources); a later join starts at its notice.
+	s := &source{subject: natsx.Group(iv.Group), group: iv.Group, last: max(iv.From, d.inbox.last), until: iv.To}
+	d.groups[iv.Group] = s
+	d.svc.addGroupDevice(iv.Group, d)
+}
+
+// removeGroupLocked stops reading a group.
+func (d *Device) removeGroupLocked(group string) {
+	delete(d.groups, group)
+	d.svc.removeGroupDevice(group, d)
+}
+
+// onLive takes a record republished on a live subject of the device.
 func (d *Device) onLive(r *record) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -154,17 +256,20 @@ func (d *Device) onLive(r *record) {
 			d.overflow = true
 		}
 	case modeLive:
-		if r.seq <= d.last {
+		src := d.sourceLocked(r)
+		if src == nil || r.seq <= src.last {
 			return
 		}
-		if r.last > d.last {
+		if r.last > src.last {
 			// A record between the last one we processed and this one
 			// never reached us: read the log from where we are.
 			d.startCatchUpLocked()
 			d.pending = append(d.pending, r)
 			return
 		}
-		d.pushLocked(r)
+		if d.pushLocked(src, r) == reshaped {
+			d.startCatchUpLocked()
+		}
 	}
 }
 
@@ -177,7 +282,7 @@ func (d *Device) resync() {
 	}
 }
 
-// startCatchUpLocked starts the goroutine that reads the log from d.last.
+// startCatchUpLocked starts the goroutine that reads the log.
 func (d *Device) startCatchUpLocked() {
 	if d.mode == modeClosed || d.mode == modeCatchUp {
 		return
@@ -186,106 +291,6 @@ func (d *Device) startCatchUpLocked() {
 	d.overflow = false
 	d.svc.wg.Add(1)
 	go d.catchUp()
-}
-
-// catchUp reads the device's records from the log in batches and delivers
-// them, then hands over to live delivery without gap or repeat: the records
-// that arrived live meanwhile are delivered if they continue the sequence,
-// and otherwise the log is read again.
-func (d *Device) catchUp() {
-	defer d.svc.wg.Done()
-	ctx := d.svc.ctx
-	subject := natsx.Inbox(d.user.id)
-	backoff := 100 * time.Millisecond
-	for {
-		d.mu.Lock()
-		if d.mode != modeCatchUp {
-			d.mu.Unlock()
-			return
-		}
-		from := d.last + 1
-		d.mu.Unlock()
-
-		var recs []*record
-		res, err := natsx.GetBatch(ctx, d.svc.nc, natsx.StreamMsgs, natsx.BatchRequest{
-			Subject: subject, Seq: from, Batch: d.svc.cfg.ReadBatch, MaxBytes: 4 << 20,
-		}, func(m *nats.Msg) error {
-			r, err := decodeRecord(m, false)
-			if err != nil {
-				d.svc.log.Warn("skipping undecodable record", "user_id", d.user.id, "err", err)
-				r = &record{seq: natsx.Seq(m)} // no frames: skipped, but passed
-			}
-			recs = append(recs, r)
-			return nil
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			d.svc.log.Warn("catch-up read failed, retrying", "user_id", d.user.id, "device", d.id, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		for _, r := range recs {
-			if err := d.sink.WaitRoom(ctx); err != nil {
-				return
-			}
-			d.mu.Lock()
-			if d.mode != modeCatchUp {
-				d.mu.Unlock()
-				return
-			}
-			ok := d.pushLocked(r)
-			d.mu.Unlock()
-			if !ok {
-				return
-			}
-		}
-		if res.Pending > 0 || len(recs) == d.svc.cfg.ReadBatch {
-			continue
-		}
-		// At the end of the log as of this read: hand over to live.
-		d.mu.Lock()
-		if d.mode != modeCatchUp {
-			d.mu.Unlock()
-			return
-		}
-		if !d.overflow && d.drainPendingLocked() {
-			d.mode = modeLive
-			d.pending = nil
-			d.advanceFloorLocked()
-			d.mu.Unlock()
-			return
-		}
-		d.overflow = false
-		d.pending = d.pending[:0]
-		d.mu.Unlock()
-	}
-}
-
-// drainPendingLocked delivers the live records that arrived during the
-// catch-up. It returns false when they leave a gap (the log must be read
-// again) or delivery had to stop.
-func (d *Device) drainPendingLocked() bool {
-	for i, r := range d.pending {
-		if r.seq <= d.last {
-			continue
-		}
-		if r.last > d.last {
-			d.pending = append(d.pending[:0], d.pending[i:]...)
-			return false
-		}
-		if !d.pushLocked(r) {
-			return false
-		}
-	}
-	return true
 }
 
 // Ack records that the device stored the frames with these ids. Ids that
@@ -392,8 +397,20 @@ func (d *Device) receivedFrom(ctx context.Context, idSeq uint64) (string, bool, 
 	if err != nil || h == nil {
 		return "", false, err
 	}
-	from := h.from
-	return from, h.to == d.user.id && from != d.user.id, nil
+	if h.from == d.user.id {
+		return h.from, false, nil
+	}
+	if h.group != "" {
+		if d.svc.groups == nil {
+			return "", false, nil
+		}
+		ok, err := d.svc.groups.WasMember(ctx, h.group, d.user.id, idSeq)
+		if err != nil {
+			return "", false, err
+		}
+		return h.from, ok, nil
+	}
+	return h.from, h.to == d.user.id, nil
 }
 
 // Close detaches the device. Its acknowledged position is kept; what it did
@@ -408,6 +425,9 @@ func (d *Device) Close() {
 	d.closed = true
 	d.mode = modeClosed
 	d.pending = nil
+	for g := range d.groups {
+		d.svc.removeGroupDevice(g, d)
+	}
 	d.mu.Unlock()
 	d.user.detach(d)
 	d.svc.releaseUser(d.user)

@@ -83,7 +83,7 @@ func newService(t *testing.T, cfg Config) (*Service, *nats.Conn, jetstream.JetSt
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, nc, js, res, metrics.New(), slog.New(slog.DiscardHandler))
+	s, err := New(cfg, nc, js, res, nil, metrics.New(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

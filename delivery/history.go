@@ -29,6 +29,9 @@ func (s *Service) History(ctx context.Context, user string, q chat.HistoryQuery)
 	if q.Limit < 1 || q.Limit > MaxHistoryLimit {
 		return nil, fmt.Errorf("%w: limit must be 1 to %d", ErrBadRequest, MaxHistoryLimit)
 	}
+	if q.Group != "" {
+		return s.groupHistory(ctx, user, q)
+	}
 	type side struct {
 		subject string
 		from    string // the sender whose messages this inbox holds for us
@@ -107,6 +110,104 @@ func (s *Service) History(ctx context.Context, user string, q chat.HistoryQuery)
 	return msgs, nil
 }
 
+// groupHistory returns the messages of a group that user may see (those
+// sent while it was a member), newest first.
+func (s *Service) groupHistory(ctx context.Context, user string, q chat.HistoryQuery) (chat.History, error) {
+	if s.groups == nil {
+		return nil, fmt.Errorf("%w: no such group", ErrNotFound)
+	}
+	all, err := s.groups.Memberships(ctx, user, 0)
+	if err != nil {
+		return nil, fmt.Errorf("memberships of %s: %w", user, err)
+	}
+	var ivs []chat.Interval
+	for _, iv := range all {
+		if iv.Group == q.Group {
+			ivs = append(ivs, iv)
+		}
+	}
+	if len(ivs) == 0 {
+		return nil, fmt.Errorf("%w: no such group", ErrNotFound)
+	}
+	visible := func(seq uint64) bool {
+		for _, iv := range ivs {
+			if seq > iv.From && (iv.To == 0 || seq < iv.To) {
+				return true
+			}
+		}
+		return false
+	}
+	subject := natsx.Group(q.Group)
+	var upper uint64
+	if q.Before != "" {
+		p, ok := parseID(q.Before)
+		if !ok || p.receipt {
+			return nil, fmt.Errorf("%w: before must be a message id", ErrBadRequest)
+		}
+		upper = p.seq
+	} else {
+		last, err := s.lastSeq(ctx, subject)
+		if err != nil {
+			return nil, err
+		}
+		upper = last + 1
+	}
+	var earliest uint64 = ^uint64(0)
+	for _, iv := range ivs {
+		earliest = min(earliest, iv.From)
+	}
+	type found struct {
+		seq   uint64
+		frame []byte
+	}
+	var out []found
+	scanned := 0
+	window := uint64(1024)
+	for hi := upper; hi > earliest+1 && len(out) < q.Limit && scanned < s.cfg.ScanLimit; window *= 4 {
+		lo := earliest + 1
+		if hi > window && hi-window > lo {
+			lo = hi - window
+		}
+		var got []found
+		for seq := lo; seq < hi; {
+			var stop bool
+			res, err := natsx.GetBatch(ctx, s.nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: subject, Seq: seq, Batch: 256, MaxBytes: 4 << 20}, func(m *nats.Msg) error {
+				n := natsx.Seq(m)
+				if n >= hi {
+					stop = true
+					return nil
+				}
+				scanned++
+				if m.Header.Get(HdrKind) != KindMessage || !visible(n) {
+					return nil
+				}
+				if r, err := decodeRecord(m, false); err == nil {
+					got = append(got, found{n, r.frames[0]})
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%w: read group history: %v", ErrUnavailable, err)
+			}
+			if stop || res.Count == 0 || res.Pending == 0 {
+				break
+			}
+			seq = res.Last + 1
+		}
+		out = append(out, got...)
+		hi = lo
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seq > out[j].seq })
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	msgs := make(chat.History, len(out))
+	for i, f := range out {
+		msgs[i] = f.frame
+	}
+	return msgs, nil
+}
+
 // lastSeq is the sequence of the last record on subject, or 0.
 func (s *Service) lastSeq(ctx context.Context, subject string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -124,8 +225,8 @@ func (s *Service) lastSeq(ctx context.Context, subject string) (uint64, error) {
 
 // msgHead is what a lookup by id learns about a message.
 type msgHead struct {
-	from, to string
-	ts       int64
+	from, to, group string
+	ts              int64
 }
 
 // lookupMessage finds the message whose id names sequence idSeq: the
@@ -142,18 +243,19 @@ func (s *Service) lookupMessage(ctx context.Context, idSeq uint64) (*msgHead, er
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	h := m.Header
-	kind, from, to := h.Get(HdrKind), h.Get(HdrFrom), h.Get(HdrTo)
-	if h.Get(HdrID) != "" || to == "" {
+	kind, from, to, group := h.Get(HdrKind), h.Get(HdrFrom), h.Get(HdrTo), h.Get(HdrGroup)
+	if h.Get(HdrID) != "" || (to == "" && group == "") {
 		return nil, nil // this record does not make an id
 	}
 	switch {
+	case kind == KindMessage && group != "" && h.Get(natsx.HdrSubject) == natsx.Group(group):
 	case kind == KindMessage && h.Get(natsx.HdrSubject) == natsx.Inbox(to):
 	case kind == KindCopy && h.Get(natsx.HdrSubject) == natsx.Inbox(from):
 	default:
 		return nil, nil
 	}
 	ts, _ := strconv.ParseInt(h.Get(HdrTS), 10, 64)
-	return &msgHead{from: from, to: to, ts: ts}, nil
+	return &msgHead{from: from, to: to, group: group, ts: ts}, nil
 }
 
 // Status returns the status of the message id for its sender, user: sent,
@@ -173,10 +275,26 @@ func (s *Service) Status(ctx context.Context, user, id string) (*chat.MessageSta
 		return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
 	}
 	st := &chat.MessageStatus{ID: id, Status: wire.StatusSent, Recipients: []chat.RecipientStatus{}}
-	if h.to == user {
+	recipients := []string{h.to}
+	if h.group != "" {
+		if s.groups == nil {
+			return nil, fmt.Errorf("%w: no message %q", ErrNotFound, id)
+		}
+		members, err := s.groups.MembersAt(ctx, h.group, p.seq)
+		if err != nil {
+			return nil, fmt.Errorf("members of %s: %w", h.group, err)
+		}
+		recipients = members
+	}
+	rs := map[string]*chat.RecipientStatus{}
+	for _, u := range recipients {
+		if u != user {
+			rs[u] = &chat.RecipientStatus{User: u, Status: wire.StatusSent, TS: h.ts}
+		}
+	}
+	if len(rs) == 0 {
 		return st, nil
 	}
-	rs := map[string]*chat.RecipientStatus{h.to: {User: h.to, Status: wire.StatusSent, TS: h.ts}}
 	if err := s.scanReceipts(ctx, user, p.seq, id, rs); err != nil {
 		return nil, err
 	}

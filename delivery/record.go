@@ -30,6 +30,16 @@ const (
 	// HdrID is a message's id when its JSON carries it. Without it the id
 	// is "m" + the record's own sequence.
 	HdrID = "Jc-Id"
+	// HdrGroup is the group of a group message or membership notice.
+	HdrGroup = "Jc-Group"
+	// HdrEvent is what a membership notice says: EventJoined or EventLeft.
+	HdrEvent = "Jc-Event"
+)
+
+// Membership notice events.
+const (
+	EventJoined = "joined"
+	EventLeft   = "left"
 )
 
 // hdrControl marks a core NATS notice on a live subject (never stored).
@@ -49,6 +59,10 @@ const (
 	KindCopy = "copy"
 	// KindReceipts is a batch of receipts in the inbox of the messages' sender.
 	KindReceipts = "rcpt"
+	// KindMember is a membership notice in a member's inbox: its sequence is
+	// where the member starts (joined) or stops (left) seeing the group.
+	// Devices act on it; clients never see it.
+	KindMember = "member"
 )
 
 // MessageID is the id of the message stored at seq.
@@ -104,9 +118,9 @@ type messageBody struct {
 	TS    int64  `json:"ts"`
 }
 
-// appendMessage appends the stored JSON of a message. id is empty when the
-// record's own sequence makes the id.
-func appendMessage(dst []byte, id, from, to, body, media string, ts int64) []byte {
+// appendMessage appends the stored JSON of a message to user to or to a
+// group. id is empty when the record's own sequence makes the id.
+func appendMessage(dst []byte, id, from, to, group, body, media string, ts int64) []byte {
 	dst = append(dst, `{"type":"message",`...)
 	if id != "" {
 		dst = append(dst, `"id":`...)
@@ -115,8 +129,13 @@ func appendMessage(dst []byte, id, from, to, body, media string, ts int64) []byt
 	}
 	dst = append(dst, `"from":`...)
 	dst = wire.AppendString(dst, from)
-	dst = append(dst, `,"to":`...)
-	dst = wire.AppendString(dst, to)
+	if group != "" {
+		dst = append(dst, `,"group":`...)
+		dst = wire.AppendString(dst, group)
+	} else {
+		dst = append(dst, `,"to":`...)
+		dst = wire.AppendString(dst, to)
+	}
 	dst = append(dst, `,"body":`...)
 	dst = wire.AppendString(dst, body)
 	if media != "" {
@@ -148,14 +167,17 @@ const maxReceiptItems = 64
 
 // record is a stored record decoded for delivery.
 type record struct {
-	seq    uint64
-	idSeq  uint64 // sequence in the message id (seq unless HdrID says otherwise)
-	last   uint64 // previous sequence on the same subject (live records only)
-	kind   string
-	from   string
-	to     string
-	device string
-	ts     int64
+	subject string // the stream subject (chat.u.<user> or chat.g.<group>)
+	group   string // for group messages and membership notices
+	event   string // for membership notices
+	seq     uint64
+	idSeq   uint64 // sequence in the message id (seq unless HdrID says otherwise)
+	last    uint64 // previous sequence on the same subject (live records only)
+	kind    string
+	from    string
+	to      string
+	device  string
+	ts      int64
 	// frames are what the record's recipients receive: one message frame,
 	// or one receipt frame per receipt.
 	frames [][]byte
@@ -170,9 +192,12 @@ func decodeRecord(m *nats.Msg, live bool) (*record, error) {
 	if seq == 0 {
 		return nil, fmt.Errorf("record without sequence on %s", m.Subject)
 	}
-	r := &record{seq: seq, kind: h.Get(HdrKind), from: h.Get(HdrFrom), to: h.Get(HdrTo), device: h.Get(HdrDevice)}
+	r := &record{seq: seq, kind: h.Get(HdrKind), from: h.Get(HdrFrom), to: h.Get(HdrTo), device: h.Get(HdrDevice), group: h.Get(HdrGroup)}
 	if live {
 		r.last, _ = strconv.ParseUint(h.Get(natsx.HdrLastSequence), 10, 64)
+		r.subject = "chat." + strings.TrimPrefix(m.Subject, "live.")
+	} else {
+		r.subject = h.Get(natsx.HdrSubject)
 	}
 	r.ts, _ = strconv.ParseInt(h.Get(HdrTS), 10, 64)
 	r.idSeq = seq
@@ -197,6 +222,12 @@ func decodeRecord(m *nats.Msg, live bool) (*record, error) {
 		f = append(f, `",`...)
 		f = append(f, m.Data[1:]...)
 		r.frames = [][]byte{f}
+	case KindMember:
+		r.event = h.Get(HdrEvent)
+		if r.group == "" || (r.event != EventJoined && r.event != EventLeft) {
+			return nil, fmt.Errorf("record %d: malformed membership notice", seq)
+		}
+		// no frames: devices act on it, clients do not see it
 	case KindReceipts:
 		var b receiptsBody
 		if err := json.Unmarshal(m.Data, &b); err != nil {

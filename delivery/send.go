@@ -19,6 +19,9 @@ import (
 // them). It returns an error wrapping ErrUnavailable when the store fails
 // after retries; the client may retry with the same cid.
 func (d *Device) Send(ctx context.Context, req chat.SendRequest) (chat.Sent, error) {
+	if req.Group != "" {
+		return d.svc.sendGroup(ctx, d.user.id, d.id, req)
+	}
 	copyToSelf := req.To != d.user.id && d.user.hasOtherDevices(d.id)
 	return d.svc.send(ctx, d.user.id, d.id, req, copyToSelf)
 }
@@ -83,15 +86,49 @@ func (s *Service) send(ctx context.Context, from, device string, req chat.SendRe
 	return out, nil
 }
 
+// sendGroup stores a group message once, on the group's subject; the
+// members' devices read it from there.
+func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.SendRequest) (chat.Sent, error) {
+	if s.groups == nil {
+		return chat.Sent{}, fmt.Errorf("%w: no such group", ErrNotFound)
+	}
+	ok, err := s.groups.IsMember(ctx, req.Group, from)
+	if err != nil {
+		return chat.Sent{}, fmt.Errorf("check membership of %s: %w", req.Group, err)
+	}
+	if !ok {
+		return chat.Sent{}, fmt.Errorf("%w: no such group", ErrNotFound)
+	}
+	ts := s.cfg.Now().UnixMilli()
+	m := newMessageRecord(natsx.Group(req.Group), "m:", KindMessage, "", from, device, req, ts)
+	ack, err := s.publish(ctx, m)
+	if err != nil {
+		return chat.Sent{}, fmt.Errorf("store group message from %s: %w: %v", from, ErrUnavailable, err)
+	}
+	out := chat.Sent{ID: MessageID(ack.Sequence), TS: ts, Duplicate: ack.Duplicate}
+	if ack.Duplicate {
+		if t, ok := s.storedTS(ctx, ack.Sequence); ok {
+			out.TS = t
+		}
+	} else {
+		s.m.MessagesSent.Inc()
+	}
+	return out, nil
+}
+
 // newMessageRecord builds a message or copy record for subject. id is the
 // message id when the record does not make it itself.
 func newMessageRecord(subject, dedupPrefix, kind, id, from, device string, req chat.SendRequest, ts int64) *nats.Msg {
 	m := nats.NewMsg(subject)
-	m.Data = appendMessage(make([]byte, 0, 112+len(req.Body)), id, from, req.To, req.Body, req.Media, ts)
+	m.Data = appendMessage(make([]byte, 0, 112+len(req.Body)), id, from, req.To, req.Group, req.Body, req.Media, ts)
 	m.Header.Set(hdrMsgID, dedupPrefix+from+":"+req.CID)
 	m.Header.Set(HdrKind, kind)
 	m.Header.Set(HdrFrom, from)
-	m.Header.Set(HdrTo, req.To)
+	if req.Group != "" {
+		m.Header.Set(HdrGroup, req.Group)
+	} else {
+		m.Header.Set(HdrTo, req.To)
+	}
 	m.Header.Set(HdrDevice, device)
 	m.Header.Set(HdrTS, strconv.FormatInt(ts, 10))
 	if id != "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,10 @@ type Service struct {
 
 	liveCh   chan *nats.Msg
 	receipts *batcher
+	groups   Groups // nil: no group messaging
+
+	gmu   sync.Mutex
+	gsubs map[string]*groupSub // live group subscriptions, by group id
 
 	mu      sync.RWMutex
 	users   map[string]*userState
@@ -41,8 +46,30 @@ type Service struct {
 	closed  bool
 }
 
+// Groups is what delivery needs of group membership. Membership positions
+// are message-log sequences: those of the notices in the member's inbox.
+type Groups interface {
+	// IsMember reports whether user is a member of group now.
+	IsMember(ctx context.Context, group, user string) (bool, error)
+	// Memberships returns user's membership intervals that end after the
+	// log position after (or have not ended).
+	Memberships(ctx context.Context, user string, after uint64) ([]chat.Interval, error)
+	// MembersAt returns the members of group at log position seq.
+	MembersAt(ctx context.Context, group string, seq uint64) ([]string, error)
+	// WasMember reports whether user was a member of group at seq.
+	WasMember(ctx context.Context, group, user string, seq uint64) (bool, error)
+}
+
+// groupSub is a node's live subscription to a group and the devices here
+// that read the group.
+type groupSub struct {
+	sub     *nats.Subscription
+	devices map[*Device]struct{}
+}
+
 // New returns a Service that stores into the resources made by natsx.Ensure.
-func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources, m *metrics.Metrics, log *slog.Logger) (*Service, error) {
+// groups may be nil: group messages are then refused as not found.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources, groups Groups, m *metrics.Metrics, log *slog.Logger) (*Service, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -66,6 +93,8 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 		liveCh:  make(chan *nats.Msg, 1<<16),
 		users:   map[string]*userState{},
 		closing: map[string]chan struct{}{},
+		groups:  groups,
+		gsubs:   map[string]*groupSub{},
 	}
 	s.receipts = newBatcher(s)
 	return s, nil
@@ -156,6 +185,10 @@ func (s *Service) dispatch(ctx context.Context) {
 }
 
 func (s *Service) onLive(m *nats.Msg) {
+	if strings.HasPrefix(m.Subject, natsx.LiveGroupPrefix) {
+		s.onLiveGroup(m)
+		return
+	}
 	if len(m.Subject) <= len(natsx.LivePrefix) {
 		return
 	}
@@ -189,6 +222,72 @@ func (s *Service) onLive(m *nats.Msg) {
 	}
 }
 
+// onLiveGroup hands a group's live record to the devices here that read it.
+func (s *Service) onLiveGroup(m *nats.Msg) {
+	group := m.Subject[len(natsx.LiveGroupPrefix):]
+	s.gmu.Lock()
+	g := s.gsubs[group]
+	var devs []*Device
+	if g != nil {
+		devs = make([]*Device, 0, len(g.devices))
+		for d := range g.devices {
+			devs = append(devs, d)
+		}
+	}
+	s.gmu.Unlock()
+	if len(devs) == 0 {
+		return
+	}
+	r, err := decodeRecord(m, true)
+	if err != nil {
+		s.log.Warn("undecodable live group record", "group", group, "err", err)
+		return
+	}
+	if r.kind == KindMessage && r.ts > 0 {
+		s.m.DeliveryLatency.Observe(float64(s.cfg.Now().UnixMilli()-r.ts) / 1000)
+	}
+	for _, d := range devs {
+		d.onLive(r)
+	}
+}
+
+// addGroupDevice makes the node receive a group's live records for d. The
+// subscription is sent before any read of the group, so nothing falls
+// between the two.
+func (s *Service) addGroupDevice(group string, d *Device) {
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	g := s.gsubs[group]
+	if g == nil {
+		sub, err := s.nc.ChanSubscribe(natsx.LiveGroup(group), s.liveCh)
+		if err != nil {
+			// The device still reads the group from the log; live records
+			// come with the next catch-up.
+			s.log.Warn("subscribe to group", "group", group, "err", err)
+		}
+		g = &groupSub{sub: sub, devices: map[*Device]struct{}{}}
+		s.gsubs[group] = g
+	}
+	g.devices[d] = struct{}{}
+}
+
+// removeGroupDevice undoes addGroupDevice.
+func (s *Service) removeGroupDevice(group string, d *Device) {
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	g := s.gsubs[group]
+	if g == nil {
+		return
+	}
+	delete(g.devices, d)
+	if len(g.devices) == 0 {
+		if g.sub != nil {
+			g.sub.Unsubscribe()
+		}
+		delete(s.gsubs, group)
+	}
+}
+
 // Connect attaches a device of user to sink: it replays what the device has
 // not acknowledged from the message log, then keeps it fed live. A device
 // already connected is closed with ErrReplaced. The returned Device must be
@@ -204,7 +303,7 @@ func (s *Service) Connect(ctx context.Context, user, device string, sink chat.Si
 			return nil, fmt.Errorf("load devices of %s: %w: %v", user, ErrUnavailable, err)
 		}
 	}
-	d := &Device{svc: s, user: u, id: device, sink: sink}
+	d := &Device{svc: s, user: u, id: device, sink: sink, inbox: &source{subject: natsx.Inbox(user)}}
 	old, isNew := u.attach(d)
 	if old != nil {
 		old.closeWith(ErrReplaced)
@@ -221,9 +320,78 @@ func (s *Service) Connect(ctx context.Context, user, device string, sink chat.Si
 		}
 	}
 	d.mu.Lock()
+	floor := d.floor
+	d.mu.Unlock()
+	if s.groups != nil {
+		ivs, err := s.groups.Memberships(ctx, user, floor)
+		if err != nil {
+			// Groups unknown for now (Postgres down): deliver the inbox,
+			// keep the floor where it is, and add the groups when they
+			// can be read.
+			s.log.Warn("group memberships unavailable; retrying", "user_id", user, "err", err)
+			d.mu.Lock()
+			d.frozen = true
+			d.mu.Unlock()
+			s.wg.Add(1)
+			go d.loadGroups(floor)
+		} else {
+			d.mu.Lock()
+			for _, iv := range ivs {
+				d.addGroupLocked(iv)
+			}
+			d.mu.Unlock()
+		}
+	}
+	d.mu.Lock()
 	d.startCatchUpLocked()
 	d.mu.Unlock()
 	return d, nil
+}
+
+// loadGroups retries reading the device's group memberships until it
+// succeeds or the device closes, then reads the groups from floor.
+func (d *Device) loadGroups(floor uint64) {
+	defer d.svc.wg.Done()
+	wait := time.Second
+	for {
+		select {
+		case <-d.svc.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		d.mu.Lock()
+		closed := d.mode == modeClosed
+		d.mu.Unlock()
+		if closed {
+			return
+		}
+		ctx, cancel := context.WithTimeout(d.svc.ctx, 5*time.Second)
+		ivs, err := d.svc.groups.Memberships(ctx, d.user.id, floor)
+		cancel()
+		if err != nil {
+			wait = min(2*wait, 30*time.Second)
+			continue
+		}
+		d.mu.Lock()
+		if d.mode == modeClosed {
+			d.mu.Unlock()
+			return
+		}
+		for _, iv := range ivs {
+			if d.groups[iv.Group] == nil {
+				iv.From = max(iv.From, floor)
+				d.addGroupLocked(iv)
+				d.groups[iv.Group].last = max(iv.From, floor)
+			}
+		}
+		d.thaw = true
+		if d.mode == modeLive || d.mode == modeIdle {
+			d.mode = modeIdle
+			d.startCatchUpLocked()
+		}
+		d.mu.Unlock()
+		return
+	}
 }
 
 // acquireUser returns the loaded state of an online user, loading it and

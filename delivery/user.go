@@ -174,7 +174,7 @@ func (u *userState) attach(d *Device) (old *Device, isNew bool) {
 		isNew = true
 	}
 	u.gen++
-	d.floor, d.last = floor, floor
+	d.floor, d.pos, d.inbox.last = floor, floor, floor
 	next = append(next, d)
 	u.devs.Store(&next)
 	return old, isNew

@@ -57,16 +57,12 @@ func (ss *session) send(in *wire.Inbound) {
 		return
 	}
 	ss.rejects = 0
-	if in.Group != "" {
-		ss.fail(&wire.Error{Code: wire.CodeNotFound, Message: "no such group", CID: in.CID})
-		return
-	}
 	if in.Media != "" {
 		ss.fail(&wire.Error{Code: wire.CodeNotFound, Message: "no such media", CID: in.CID})
 		return
 	}
 	ctx, cancel := ss.requestContext()
-	sent, err := ss.dev.Send(ctx, chat.SendRequest{CID: in.CID, To: in.To, Body: in.Body, Media: in.Media})
+	sent, err := ss.dev.Send(ctx, chat.SendRequest{CID: in.CID, To: in.To, Group: in.Group, Body: in.Body, Media: in.Media})
 	cancel()
 	if err != nil {
 		code := codeOf(err)

@@ -185,7 +185,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Window:       f.window,
 		ReceiptDelay: f.receiptDelay,
 		CursorFlush:  f.cursorFlush,
-	}, nc, js, res, m, log)
+	}, nc, js, res, nil, m, log)
 	if err != nil {
 		return err
 	}

@@ -170,3 +170,13 @@ type MediaGrant struct {
 	// at that point may read).
 	Seq uint64
 }
+
+// Interval is a stretch of a user's membership of a group, in message-log
+// positions: the user sees the group's records with From < seq < To (To 0:
+// still a member). From and To are the positions of the membership notices
+// in the user's inbox.
+type Interval struct {
+	Group string
+	From  uint64
+	To    uint64
+}

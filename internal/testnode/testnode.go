@@ -31,10 +31,19 @@ var Secret = []byte("jetchat-test-secret-0123456789abcdef")
 type Options struct {
 	Gateway  gateway.Config
 	Delivery delivery.Config
+	// Groups, when set, builds the node's group membership component; it
+	// is given to delivery and to the gateway.
+	Groups func(t testing.TB, w Wiring) Groups
 	// Wire, when set, adds components to the gateway's dependencies (it may
-	// set deps.Groups, deps.Presence, deps.Media). It runs after the
-	// delivery service exists.
+	// set deps.Presence, deps.Media). It runs after the delivery service
+	// exists.
 	Wire func(t testing.TB, w Wiring, deps *gateway.Deps)
+}
+
+// Groups is a membership component for both delivery and the gateway.
+type Groups interface {
+	delivery.Groups
+	gateway.Groups
 }
 
 // Wiring is what a node's components are built from.
@@ -86,7 +95,13 @@ func Start(t testing.TB, ns *server.Server, opts Options) *Node {
 	if dc.CursorFlush == 0 {
 		dc.CursorFlush = 100 * time.Millisecond
 	}
-	d, err := delivery.New(dc, nc, js, res, m, log)
+	var groups Groups
+	var dgroups delivery.Groups
+	if opts.Groups != nil {
+		groups = opts.Groups(t, Wiring{NC: nc, JS: js, Resources: res, Metrics: m, Log: log})
+		dgroups = groups
+	}
+	d, err := delivery.New(dc, nc, js, res, dgroups, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +115,9 @@ func Start(t testing.TB, ns *server.Server, opts Options) *Node {
 		gc.SendBurst = 10000
 	}
 	deps := gateway.Deps{Delivery: d, Keys: keys}
+	if groups != nil {
+		deps.Groups = groups
+	}
 	if opts.Wire != nil {
 		opts.Wire(t, Wiring{NC: nc, JS: js, Resources: res, Metrics: m, Delivery: d, Log: log}, &deps)
 	}

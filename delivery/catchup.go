@@ -1,0 +1,178 @@
+package delivery
+
+import (
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// readState is one source's part of a catch-up round.
+type readState struct {
+	subject string
+	from    uint64
+	until   uint64
+	recs    []*record
+	more    bool // the batch was full: records after it were not read
+}
+
+// catchUp reads the device's sources from the log and delivers their
+// records merged in stream order, then hands over to live delivery without
+// gap or repeat: the records that arrived live meanwhile are delivered if
+// they continue each source's sequence, and otherwise the log is read again.
+//
+// Each round reads one batch per source. When a source's batch was full, the
+// round only delivers records up to the end of that batch (the horizon):
+// another source's later records could otherwise overtake records of this
+// one not yet read.
+func (d *Device) catchUp() {
+	defer d.svc.wg.Done()
+	ctx := d.svc.ctx
+	backoff := 100 * time.Millisecond
+	for {
+		d.mu.Lock()
+		if d.mode != modeCatchUp {
+			d.mu.Unlock()
+			return
+		}
+		states := []*readState{{subject: d.inbox.subject, from: d.inbox.last + 1}}
+		for _, s := range d.groups {
+			states = append(states, &readState{subject: s.subject, from: s.last + 1, until: s.until})
+		}
+		d.mu.Unlock()
+
+		var err error
+		for _, st := range states {
+			if err = d.readBatch(st); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.svc.log.Warn("catch-up read failed, retrying", "user_id", d.user.id, "device", d.id, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+
+		horizon := ^uint64(0)
+		more := false
+		var merged []*record
+		for _, st := range states {
+			if st.more {
+				more = true
+				horizon = min(horizon, st.recs[len(st.recs)-1].seq)
+			}
+			merged = append(merged, st.recs...)
+		}
+		sort.Slice(merged, func(i, j int) bool { return merged[i].seq < merged[j].seq })
+
+		reshape := false
+		for _, r := range merged {
+			if r.seq > horizon {
+				break
+			}
+			if err := d.sink.WaitRoom(ctx); err != nil {
+				return
+			}
+			d.mu.Lock()
+			if d.mode != modeCatchUp {
+				d.mu.Unlock()
+				return
+			}
+			res := pushed
+			if src := d.sourceLocked(r); src != nil {
+				res = d.pushLocked(src, r)
+			}
+			d.mu.Unlock()
+			if res == stopped {
+				return
+			}
+			if res == reshaped {
+				reshape = true // sources changed: read them again from here
+				break
+			}
+		}
+		if more || reshape {
+			continue
+		}
+
+		// At the end of the log as of this read: hand over to live.
+		d.mu.Lock()
+		if d.mode != modeCatchUp {
+			d.mu.Unlock()
+			return
+		}
+		if !d.overflow && d.drainPendingLocked() {
+			d.mode = modeLive
+			d.pending = nil
+			if d.thaw {
+				// Every source, the late-loaded groups included, has been
+				// read to the end: the floor may move again.
+				d.frozen, d.thaw = false, false
+			}
+			d.advanceFloorLocked()
+			d.mu.Unlock()
+			return
+		}
+		d.overflow = false
+		d.pending = d.pending[:0]
+		d.mu.Unlock()
+	}
+}
+
+// readBatch reads one batch of st's subject.
+func (d *Device) readBatch(st *readState) error {
+	if st.until != 0 && st.from >= st.until {
+		return nil
+	}
+	res, err := natsx.GetBatch(d.svc.ctx, d.svc.nc, natsx.StreamMsgs, natsx.BatchRequest{
+		Subject: st.subject, Seq: st.from, Batch: d.svc.cfg.ReadBatch, MaxBytes: 4 << 20,
+	}, func(m *nats.Msg) error {
+		r, err := decodeRecord(m, false)
+		if err != nil {
+			d.svc.log.Warn("skipping undecodable record", "user_id", d.user.id, "err", err)
+			// No frames: passed over, but counted as read.
+			r = &record{seq: natsx.Seq(m), subject: m.Header.Get(natsx.HdrSubject), group: m.Header.Get(HdrGroup)}
+		}
+		if st.until == 0 || r.seq < st.until {
+			st.recs = append(st.recs, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	st.more = res.Pending > 0 && len(st.recs) > 0 && (st.until == 0 || res.Last < st.until)
+	return nil
+}
+
+// drainPendingLocked delivers the live records that arrived during the
+// catch-up. It returns false when they leave a gap or change the sources
+// (the log must be read again), or delivery had to stop.
+func (d *Device) drainPendingLocked() bool {
+	for i, r := range d.pending {
+		src := d.sourceLocked(r)
+		if src == nil || r.seq <= src.last {
+			continue
+		}
+		if r.last > src.last {
+			d.pending = append(d.pending[:0], d.pending[i:]...)
+			return false
+		}
+		if d.pushLocked(src, r) != pushed {
+			d.pending = append(d.pending[:0], d.pending[i+1:]...)
+			return false
+		}
+	}
+	return true
+}
