@@ -6,8 +6,11 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/wire"
 )
 
 // mode is where a device's delivery stands.
@@ -271,6 +274,49 @@ func (d *Device) onLive(r *record) {
 			d.startCatchUpLocked()
 		}
 	}
+}
+
+// relay hands a frame that is not stored (typing) to the device's session,
+// unless the session is catching up or full: such frames are worth nothing
+// late.
+func (d *Device) relay(frame []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mode == modeLive {
+		d.sink.Deliver(frame)
+	}
+}
+
+// Typing relays a typing indicator from this device's user to user to, or
+// to the other members of group, over core NATS: it is not stored. A
+// typing to a group the user is not a member of returns an error wrapping
+// ErrNotFound.
+func (d *Device) Typing(ctx context.Context, to, group string) error {
+	from := d.user.id
+	var m *nats.Msg
+	if group != "" {
+		if d.svc.groups == nil {
+			return fmt.Errorf("%w: no such group", ErrNotFound)
+		}
+		ok, err := d.svc.groups.IsMember(ctx, group, from)
+		if err != nil {
+			return fmt.Errorf("check membership of %s: %w", group, err)
+		}
+		if !ok {
+			return fmt.Errorf("%w: no such group", ErrNotFound)
+		}
+		m = nats.NewMsg(natsx.LiveGroup(group))
+		m.Data = wire.AppendTyping(nil, from, "", group)
+	} else {
+		m = nats.NewMsg(natsx.Live(to))
+		m.Data = wire.AppendTyping(nil, from, to, "")
+	}
+	m.Header.Set(hdrControl, controlFrame)
+	m.Header.Set(HdrFrom, from)
+	if err := d.svc.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("%w: relay typing: %v", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // resync switches a live device to a catch-up that checks the log.

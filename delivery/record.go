@@ -49,6 +49,11 @@ const hdrControl = "Jc-Control"
 // changed.
 const controlDevices = "devices"
 
+// controlFrame carries a frame to relay as is to the online devices of a
+// user or the members of a group (typing indicators): never stored, never
+// acked.
+const controlFrame = "frame"
+
 // Record kinds.
 const (
 	// KindMessage is a message in its recipient's inbox.

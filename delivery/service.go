@@ -199,6 +199,12 @@ func (s *Service) onLive(m *nats.Msg) {
 	if u == nil {
 		return
 	}
+	if m.Header.Get(hdrControl) == controlFrame {
+		for _, d := range u.devices() {
+			d.relay(m.Data)
+		}
+		return
+	}
 	if m.Header.Get(hdrControl) == controlDevices {
 		s.wg.Add(1)
 		go func() {
@@ -236,6 +242,15 @@ func (s *Service) onLiveGroup(m *nats.Msg) {
 	}
 	s.gmu.Unlock()
 	if len(devs) == 0 {
+		return
+	}
+	if m.Header.Get(hdrControl) == controlFrame {
+		from := m.Header.Get(HdrFrom)
+		for _, d := range devs {
+			if d.user.id != from {
+				d.relay(m.Data)
+			}
+		}
 		return
 	}
 	r, err := decodeRecord(m, true)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/wire"
@@ -41,9 +42,47 @@ func (ss *session) handle(data []byte) {
 		if err != nil {
 			ss.fail(err)
 		}
-	default:
-		ss.fail(wire.Errorf(wire.CodeBadRequest, "%s is not supported by this node yet", in.Type))
+	case wire.TypeTyping:
+		if !ss.allowTyping() {
+			ss.fail(wire.Errorf(wire.CodeRateLimited, "typing indicators are limited to %d a second", typingPerSecond))
+			return
+		}
+		ctx, cancel := ss.requestContext()
+		err := ss.dev.Typing(ctx, in.To, in.Group)
+		cancel()
+		if err != nil {
+			ss.fail(err)
+		}
+	case wire.TypePresenceSubscribe:
+		if s.presence == nil {
+			ss.fail(wire.Errorf(wire.CodeUnavailable, "presence is not available on this node"))
+			return
+		}
+		ctx, cancel := ss.requestContext()
+		err := s.presence.Subscribe(ctx, ss, ss.user, in.Users)
+		cancel()
+		if err != nil {
+			ss.fail(err)
+		}
+	case wire.TypePresenceUnsubscribe:
+		if s.presence != nil {
+			s.presence.Unsubscribe(ss, in.Users)
+		}
 	}
+}
+
+// typingPerSecond bounds a session's typing indicators.
+const typingPerSecond = 5
+
+// allowTyping reports whether the session may relay another typing
+// indicator this second.
+func (ss *session) allowTyping() bool {
+	now := time.Now()
+	if now.Sub(ss.typingAt) >= time.Second {
+		ss.typingAt, ss.typingN = now, 0
+	}
+	ss.typingN++
+	return ss.typingN <= typingPerSecond
 }
 
 func (ss *session) send(in *wire.Inbound) {

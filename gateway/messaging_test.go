@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -164,5 +165,45 @@ func TestNoteToSelf(t *testing.T) {
 	hist, err := n.API(t, "alice").History(ctx10(t), "alice", "", "", 0)
 	if err != nil || len(hist) != 1 || hist[0].ID != s.ID {
 		t.Errorf("history with self = %+v, %v", hist, err)
+	}
+}
+
+func TestTypingRelay(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	gw1 := testnode.Start(t, ns, testnode.Options{})
+	gw2 := testnode.Start(t, ns, testnode.Options{})
+	alice := gw1.Dial(t, "alice", "phone")
+	bob := gw2.Dial(t, "bob", "phone")
+	bob2 := gw1.Dial(t, "bob", "laptop")
+	if err := alice.TypingTo("bob"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Conn{bob, bob2} {
+		f := next(t, c)
+		if f.Typing == nil || f.Typing.From != "alice" || f.Typing.To != "bob" {
+			t.Fatalf("%s got %s, want typing from alice", c.Hello().Device, f.Raw)
+		}
+	}
+	quiet(t, alice, 200*time.Millisecond) // not echoed, not stored
+	bob.Close()
+	bob = gw2.Dial(t, "bob", "phone")
+	quiet(t, bob, 200*time.Millisecond) // nothing stored for later
+	// Bad input and the per-session limit.
+	alice.WriteRaw([]byte(`{"type":"typing","to":"a.b"}`))
+	expectError(t, alice, "bad_request")
+	alice.TypingInGroup("nogroup")
+	expectError(t, alice, "not_found")
+	limited := false
+	for i := 0; i < 20 && !limited; i++ {
+		alice.TypingTo("carol")
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		if f, err := alice.Next(ctx); err == nil && f.Error != nil && f.Error.Code == "rate_limited" {
+			limited = true
+		}
+		cancel()
+	}
+	if !limited {
+		t.Error("20 typing frames at once were not rate limited")
 	}
 }

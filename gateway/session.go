@@ -76,6 +76,8 @@ type session struct {
 	working   bool
 	inRoom    chan struct{} // closed and replaced when the worker takes a frame
 	rejects   int
+	typingAt  time.Time // start of the current typing second (worker only)
+	typingN   int
 }
 
 // handleWS upgrades the request and attaches the device. It runs in the

@@ -76,6 +76,8 @@ type Device interface {
 	Ack(ids []string)
 	// Read marks received messages read.
 	Read(ctx context.Context, ids []string) error
+	// Typing relays a typing indicator to user to or to group's members.
+	Typing(ctx context.Context, to, group string) error
 	// Close detaches the device; idempotent.
 	Close()
 }

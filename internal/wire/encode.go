@@ -94,3 +94,17 @@ func AppendReceipt(dst []byte, id, msg, status, by string, ts int64) []byte {
 	dst = strconv.AppendInt(dst, ts, 10)
 	return append(dst, '}')
 }
+
+// AppendTyping appends a typing frame, to a user or in a group.
+func AppendTyping(dst []byte, from, to, group string) []byte {
+	dst = append(dst, `{"type":"typing","from":`...)
+	dst = AppendString(dst, from)
+	if group != "" {
+		dst = append(dst, `,"group":`...)
+		dst = AppendString(dst, group)
+	} else {
+		dst = append(dst, `,"to":`...)
+		dst = AppendString(dst, to)
+	}
+	return append(dst, '}')
+}
