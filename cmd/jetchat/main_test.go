@@ -34,7 +34,8 @@ func env(pairs ...string) func(string) string {
 type syncWriter struct {
 	mu   sync.Mutex
 	buf  bytes.Buffer
-	addr chan string
+	addr chan string // gets the listen address once
+	sent bool
 }
 
 var listenRE = regexp.MustCompile(`jetchat listening on (\S+)`)
@@ -43,9 +44,9 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf.Write(p)
-	if m := listenRE.FindSubmatch(w.buf.Bytes()); m != nil && w.addr != nil {
+	if m := listenRE.FindSubmatch(w.buf.Bytes()); m != nil && w.addr != nil && !w.sent {
 		w.addr <- string(m[1])
-		w.addr = nil
+		w.sent = true
 	}
 	return len(p), nil
 }

@@ -26,6 +26,8 @@ import (
 	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/pg"
+	"github.com/jetchat/jetchat/internal/registry"
+	"github.com/jetchat/jetchat/presence"
 )
 
 // serveFlags are the flags of serve.
@@ -50,6 +52,7 @@ type serveFlags struct {
 	cursorFlush  time.Duration
 	shutdown     time.Duration
 	debugAddr    string
+	maxFollows   int
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -75,6 +78,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.receiptDelay, "receipt-delay", 100*time.Millisecond, "how long receipts to one sender are batched into one stored record")
 	fs.DurationVar(&f.cursorFlush, "cursor-flush", 2*time.Second, "how often acknowledged positions are stored")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long a SIGTERM drain may take")
+	fs.IntVar(&f.maxFollows, "presence-max-follows", 1000, "users one session may follow with presence_subscribe")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this address (keep it private), e.g. 127.0.0.1:6060")
 }
 
@@ -105,9 +109,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// NATS: embedded or external.
 	var ns *server.Server
 	var deliverySvc atomic.Pointer[delivery.Service]
+	var tracker atomic.Pointer[presence.Tracker]
 	resync := func() {
 		if d := deliverySvc.Load(); d != nil {
 			d.Resync()
+		}
+		if t := tracker.Load(); t != nil {
+			t.Resync()
 		}
 	}
 	natsOpts := []nats.Option{
@@ -191,12 +199,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	deliverySvc.Store(dsvc)
 
+	reg, err := registry.New(registry.Config{}, js, res.Gateways, registry.Gateway{ID: f.gatewayID, URL: advertisedURL(f.publicURL, f.httpAddr)}, log)
+	if err != nil {
+		return err
+	}
+	tr, err := presence.New(presence.Config{MaxFollows: f.maxFollows}, nc, res.Presence, reg, log)
+	if err != nil {
+		return err
+	}
+	tracker.Store(tr)
+
 	gw, err := gateway.New(gateway.Config{
 		ID:        f.gatewayID,
 		PublicURL: f.publicURL,
 		SendRate:  f.sendRate,
 		SendBurst: f.sendBurst,
-	}, gateway.Deps{Delivery: dsvc, Keys: keys, Checks: []gateway.Check{
+	}, gateway.Deps{Delivery: dsvc, Keys: keys, Presence: tr, Checks: []gateway.Check{
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
@@ -244,6 +262,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return nil
 	})
 	g.Go(func() error { return dsvc.Run(runCtx) })
+	regCtx, stopReg := context.WithCancel(context.Background())
+	defer stopReg()
+	trCtx, stopTracker := context.WithCancel(context.Background())
+	defer stopTracker()
+	trDone := make(chan struct{})
+	g.Go(func() error { defer close(trDone); return tr.Run(trCtx) })
+	g.Go(func() error { return reg.Run(regCtx) })
 	g.Go(func() error { migrateLoop(gctx, pool, dbURL, log); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -257,6 +282,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if err := gw.Shutdown(sctx); err != nil {
 			log.Warn("gateway drain", "err", err)
 		}
+		stopTracker()
+		<-trDone
+		stopReg() // writes this gateway's stopped entry: its users go offline
 		stopRun()
 		return nil
 	})
@@ -293,6 +321,21 @@ func migrateLoop(ctx context.Context, pool *pgxpool.Pool, url string, log *slog.
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// advertisedURL is the WebSocket URL this gateway registers for routing.
+func advertisedURL(public, httpAddr string) string {
+	if public != "" {
+		return public
+	}
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host, _ = os.Hostname()
+	}
+	return "ws://" + net.JoinHostPort(host, port) + "/v1/ws"
 }
 
 func orEmbedded(url string) string {

@@ -40,6 +40,9 @@ const (
 	GroupPrefix = "chat.g."
 	// LiveGroupPrefix is where group records are republished: live.g.<group>.
 	LiveGroupPrefix = "live.g."
+	// PresencePrefix starts the core NATS subjects on which a user's presence
+	// record is published after every change: presence.<user>.
+	PresencePrefix = "presence."
 )
 
 // Inbox is the stream subject of a user's inbox.
@@ -55,6 +58,19 @@ func Group(id string) string { return GroupPrefix + id }
 // LiveGroup is the core NATS subject on which a group's stored records are
 // republished.
 func LiveGroup(id string) string { return LiveGroupPrefix + id }
+
+// GroupsChangedPrefix starts the core NATS subjects (never stored) on which a
+// group's membership change is announced once committed, so that every
+// membership cache drops its entry: jetchat.groups.changed.<group>.
+const GroupsChangedPrefix = "jetchat.groups.changed."
+
+// GroupsChanged is the core NATS subject announcing that a group's
+// membership changed.
+func GroupsChanged(id string) string { return GroupsChangedPrefix + id }
+
+// Presence is the core NATS subject on which changes of a user's presence
+// record are published.
+func Presence(user string) string { return PresencePrefix + user }
 
 // Settings are the deployment choices that shape the streams.
 type Settings struct {
@@ -138,16 +154,20 @@ func PresenceBucket(s Settings) jetstream.KeyValueConfig {
 	}
 }
 
-// GatewaysBucket is the configuration of BucketGateways: entries expire
-// unless their gateway refreshes them, and expiry leaves a marker so that
-// watchers learn of it.
+// GatewaysBucket is the configuration of BucketGateways: one key per
+// gateway incarnation (<id>.<start time in ns>). The bucket has no
+// bucket-wide TTL: each heartbeat is written with a per-message TTL of
+// GatewayTTL, so an entry expires when its gateway stops refreshing it, and
+// the expiry leaves a marker (seen by watchers) that is kept for
+// GatewayGoneTTL: a marker written at T records that the incarnation's last
+// heartbeat was at about T - GatewayTTL. A gateway that stops cleanly writes
+// a final "stopped" entry, kept as long.
 func GatewaysBucket(s Settings) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:         BucketGateways,
-		Description:    "jetchat gateway registry: live gateways and their addresses, refreshed by heartbeat",
+		Description:    "jetchat gateway registry: one key per gateway incarnation (<id>.<start ns>), refreshed by heartbeat, expiring with a marker",
 		History:        1,
-		TTL:            GatewayTTL,
-		LimitMarkerTTL: GatewayTTL,
+		LimitMarkerTTL: GatewayGoneTTL,
 		Storage:        jetstream.FileStorage,
 		Replicas:       s.Replicas,
 	}
@@ -156,6 +176,11 @@ func GatewaysBucket(s Settings) jetstream.KeyValueConfig {
 // GatewayTTL is how long a gateway's registry entry outlives its last
 // heartbeat.
 const GatewayTTL = 10 * time.Second
+
+// GatewayGoneTTL is how long the registry remembers a gateway incarnation
+// that left (its expiry marker or its stopped entry). Presence uses it to
+// give users stranded on a crashed gateway an exact last-seen.
+const GatewayGoneTTL = 30 * 24 * time.Hour
 
 // Resources is what Ensure created or found.
 type Resources struct {
