@@ -212,10 +212,13 @@ type process struct {
 	err  error         // its exit error, once done is closed
 }
 
-func startProcess(t *testing.T, data, dbURL string) *process {
+func startProcess(t *testing.T, data, dbURL string, args ...string) *process {
 	t.Helper()
 	addr := freePort(t)
-	cmd := exec.Command(binary(t), "serve", "--data", data, "--http", addr, "--nats-listen", "none", "--log-level", "warn")
+	if len(args) == 0 {
+		args = []string{"--nats-listen", "none"}
+	}
+	cmd := exec.Command(binary(t), append([]string{"serve", "--data", data, "--http", addr, "--log-level", "warn"}, args...)...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "JETCHAT_SEND_RATE=10000", "JETCHAT_SEND_BURST=10000")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -315,4 +318,70 @@ func TestSIGTERMDrains(t *testing.T) {
 	if code := c.CloseCode(); code != 1001 {
 		t.Errorf("close code = %d, want 1001", code)
 	}
+}
+
+// TestKilledGatewayUsersGoOffline runs two gateways on one NATS server (the
+// first embeds it), kills the second with SIGKILL, and watches its user turn
+// offline on the first within 30 s.
+func TestKilledGatewayUsersGoOffline(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	dbURL := pgtest.NewURL(t)
+	natsAddr := freePort(t)
+	gw1 := startProcess(t, data, dbURL, "--nats-listen", natsAddr, "--gateway-id", "gw-1")
+	gw2 := startProcess(t, t.TempDir(), dbURL, "--nats-url", "nats://"+natsAddr, "--gateway-id", "gw-2", "--jwt-secret", secretOf(t, data))
+	getenv := env("JETCHAT_DATA", data)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	alice, err := client.Dial(ctx, "ws://"+gw1.addr+"/v1/ws", mintToken(t, getenv, "--user", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := client.Dial(ctx, "ws://"+gw2.addr+"/v1/ws", mintToken(t, getenv, "--user", "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bob.Hello().Gateway != "gw-2" {
+		t.Fatalf("bob is on %s", bob.Hello().Gateway)
+	}
+	alice.Subscribe("bob")
+	waitPresence := func(online bool) *client.Presence {
+		for {
+			f, err := alice.Next(ctx)
+			if err != nil {
+				t.Fatalf("waiting for bob online=%v: %v", online, err)
+			}
+			if f.Presence != nil && f.Presence.User == "bob" && f.Presence.Online == online {
+				return f.Presence
+			}
+		}
+	}
+	waitPresence(true)
+	gw2.cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	p := waitPresence(false)
+	took := time.Since(killed)
+	if took > 30*time.Second {
+		t.Errorf("bob went offline %s after the kill, want within 30 s", took)
+	}
+	if p.LastSeen == 0 || p.LastSeen > killed.UnixMilli()+1000 || p.LastSeen < killed.Add(-15*time.Second).UnixMilli() {
+		t.Errorf("last_seen %d, want about the kill time %d", p.LastSeen, killed.UnixMilli())
+	}
+	t.Logf("offline %s after SIGKILL", took.Truncate(time.Millisecond))
+	// Back online when bob reconnects to the other gateway.
+	bob, err = client.Dial(ctx, "ws://"+gw1.addr+"/v1/ws", mintToken(t, getenv, "--user", "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPresence(true)
+}
+
+// secretOf reads the token secret a node generated in its data folder.
+func secretOf(t *testing.T, data string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, "jwt-hs256.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
