@@ -23,10 +23,16 @@ type readState struct {
 // gap or repeat: the records that arrived live meanwhile are delivered if
 // they continue each source's sequence, and otherwise the log is read again.
 //
-// Each round reads one batch per source. When a source's batch was full, the
-// round only delivers records up to the end of that batch (the horizon):
-// another source's later records could otherwise overtake records of this
-// one not yet read.
+// Each round reads one batch per source. The reads happen one after the
+// other, so with several sources the round first notes the log's last
+// sequence and delivers nothing after it: a source read later could
+// otherwise hold a record stored after one that an earlier read missed (a
+// group message stored after the notice that ended the membership). Records
+// after the snapshot were stored after the live subscriptions existed, so
+// they are among the live records the hand-over delivers in order. And
+// when a source's batch was full, the round only delivers records up to the
+// end of that batch: another source's later records could otherwise
+// overtake records of this one not yet read.
 func (d *Device) catchUp() {
 	defer d.svc.wg.Done()
 	ctx := d.svc.ctx
@@ -44,10 +50,15 @@ func (d *Device) catchUp() {
 		d.mu.Unlock()
 
 		var err error
+		snapshot := ^uint64(0)
+		if len(states) > 1 {
+			snapshot, err = d.svc.lastLogSeq(ctx)
+		}
 		for _, st := range states {
-			if err = d.readBatch(st); err != nil {
+			if err != nil {
 				break
 			}
+			err = d.readBatch(st)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -64,7 +75,7 @@ func (d *Device) catchUp() {
 		}
 		backoff = 100 * time.Millisecond
 
-		horizon := ^uint64(0)
+		horizon := snapshot
 		more := false
 		var merged []*record
 		for _, st := range states {

@@ -157,7 +157,7 @@ func (d *Device) pushLocked(src *source, r *record) pushResult {
 	if r.kind == KindMember {
 		src.last = r.seq
 		d.pos = max(d.pos, r.seq)
-		changed := d.applyNoticeLocked(r)
+		changed := src == d.inbox && d.applyNoticeLocked(r)
 		d.advanceFloorLocked()
 		if changed {
 			return reshaped

@@ -228,11 +228,14 @@ func decodeRecord(m *nats.Msg, live bool) (*record, error) {
 		f = append(f, m.Data[1:]...)
 		r.frames = [][]byte{f}
 	case KindMember:
+		// No frames: clients do not see membership records. In an inbox a
+		// notice tells the device to start or stop reading a group; on a
+		// group's subject it is the group's own account of the change, which
+		// devices pass over.
 		r.event = h.Get(HdrEvent)
-		if r.group == "" || (r.event != EventJoined && r.event != EventLeft) {
+		if strings.HasPrefix(r.subject, natsx.InboxPrefix) && (r.group == "" || (r.event != EventJoined && r.event != EventLeft)) {
 			return nil, fmt.Errorf("record %d: malformed membership notice", seq)
 		}
-		// no frames: devices act on it, clients do not see it
 	case KindReceipts:
 		var b receiptsBody
 		if err := json.Unmarshal(m.Data, &b); err != nil {

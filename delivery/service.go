@@ -21,12 +21,13 @@ import (
 // online users' devices fed from the message log, tracks acks, and produces
 // receipts. Create it with New and run it with Run.
 type Service struct {
-	cfg Config
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
-	m   *metrics.Metrics
-	log *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	msgs jetstream.Stream
+	m    *metrics.Metrics
+	log  *slog.Logger
 
 	// ctx lives until Run returns; catch-up goroutines use it.
 	ctx    context.Context
@@ -86,6 +87,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 		nc:      nc,
 		js:      js,
 		kv:      res.Devices,
+		msgs:    res.Msgs,
 		m:       m,
 		log:     log.With("component", "delivery"),
 		ctx:     ctx,
@@ -153,6 +155,17 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("delivery: final flush: %w", err)
 	}
 	return nil
+}
+
+// lastLogSeq is the message log's last sequence.
+func (s *Service) lastLogSeq(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := s.msgs.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("message log state: %w", err)
+	}
+	return info.State.LastSeq, nil
 }
 
 // Resync makes every live device check the message log for records it may
