@@ -55,7 +55,7 @@ func (s *Service) send(ctx context.Context, from, device string, req chat.SendRe
 	if err != nil {
 		return chat.Sent{}, fmt.Errorf("store message from %s: %w: %v", from, ErrUnavailable, err)
 	}
-	out := chat.Sent{ID: id, TS: ts, Duplicate: ack.Duplicate}
+	out := chat.Sent{ID: id, TS: ts, Seq: ack.Sequence, Duplicate: ack.Duplicate}
 	if id == "" {
 		out.ID = MessageID(ack.Sequence)
 	}
@@ -105,7 +105,7 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 	if err != nil {
 		return chat.Sent{}, fmt.Errorf("store group message from %s: %w: %v", from, ErrUnavailable, err)
 	}
-	out := chat.Sent{ID: MessageID(ack.Sequence), TS: ts, Duplicate: ack.Duplicate}
+	out := chat.Sent{ID: MessageID(ack.Sequence), TS: ts, Seq: ack.Sequence, Duplicate: ack.Duplicate}
 	if ack.Duplicate {
 		if t, ok := s.storedTS(ctx, ack.Sequence); ok {
 			out.TS = t

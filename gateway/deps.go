@@ -93,7 +93,10 @@ type Media interface {
 	// Open returns an object user may read, or an error wrapping
 	// chat.ErrNotFound (also when user may not read it).
 	Open(ctx context.Context, user, id string) (chat.MediaObject, error)
-	// Attach checks that sender may attach id to a message (it uploaded or
-	// received it) and grants the message's recipients access.
+	// Check returns nil when sender may attach id to a message (it
+	// uploaded or received it), else an error wrapping chat.ErrNotFound.
+	Check(ctx context.Context, sender, id string) error
+	// Attach checks that sender may attach id to a message and grants the
+	// message's recipients access. It is idempotent.
 	Attach(ctx context.Context, sender, id string, g chat.MediaGrant) error
 }

@@ -23,10 +23,12 @@ import (
 
 	"github.com/jetchat/jetchat/delivery"
 	"github.com/jetchat/jetchat/gateway"
+	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/pg"
 	"github.com/jetchat/jetchat/internal/registry"
+	"github.com/jetchat/jetchat/objectstore"
 	"github.com/jetchat/jetchat/presence"
 )
 
@@ -53,6 +55,10 @@ type serveFlags struct {
 	shutdown     time.Duration
 	debugAddr    string
 	maxFollows   int
+	maxMembers   int
+	mediaMax     int64
+	mediaGrace   time.Duration
+	mediaKeep    time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -78,6 +84,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.receiptDelay, "receipt-delay", 100*time.Millisecond, "how long receipts to one sender are batched into one stored record")
 	fs.DurationVar(&f.cursorFlush, "cursor-flush", 2*time.Second, "how often acknowledged positions are stored")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long a SIGTERM drain may take")
+	fs.IntVar(&f.maxMembers, "group-max-members", 1024, "most members a group may have")
+	fs.Int64Var(&f.mediaMax, "media-max-size", 100<<20, "largest media upload, in bytes")
+	fs.DurationVar(&f.mediaGrace, "media-grace", 24*time.Hour, "media that no message references is removed this long after upload")
+	fs.DurationVar(&f.mediaKeep, "media-retention", 0, "media is removed this long after the last message that carries it (default: --retention)")
 	fs.IntVar(&f.maxFollows, "presence-max-follows", 1000, "users one session may follow with presence_subscribe")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this address (keep it private), e.g. 127.0.0.1:6060")
 }
@@ -188,12 +198,26 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer pool.Close()
 
+	gstore, err := groups.New(groups.Config{MaxMembers: f.maxMembers}, pool, nc, js, log)
+	if err != nil {
+		return err
+	}
+
+	keep := f.mediaKeep
+	if keep == 0 {
+		keep = f.retention
+	}
+	media, err := objectstore.New(objectstore.Config{MaxSize: f.mediaMax, GracePeriod: f.mediaGrace, Retention: keep}, nc, res.Media, res.MediaACL, gstore, log)
+	if err != nil {
+		return err
+	}
+
 	m := metrics.New()
 	dsvc, err := delivery.New(delivery.Config{
 		Window:       f.window,
 		ReceiptDelay: f.receiptDelay,
 		CursorFlush:  f.cursorFlush,
-	}, nc, js, res, nil, m, log)
+	}, nc, js, res, gstore, m, log)
 	if err != nil {
 		return err
 	}
@@ -214,7 +238,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		PublicURL: f.publicURL,
 		SendRate:  f.sendRate,
 		SendBurst: f.sendBurst,
-	}, gateway.Deps{Delivery: dsvc, Keys: keys, Presence: tr, Checks: []gateway.Check{
+	}, gateway.Deps{Delivery: dsvc, Keys: keys, Presence: tr, Groups: gstore, Media: media, Checks: []gateway.Check{
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
@@ -269,6 +293,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	trDone := make(chan struct{})
 	g.Go(func() error { defer close(trDone); return tr.Run(trCtx) })
 	g.Go(func() error { return reg.Run(regCtx) })
+	grCtx, stopGroups := context.WithCancel(context.Background())
+	defer stopGroups()
+	g.Go(func() error { return gstore.Run(grCtx) })
+	g.Go(func() error { return media.Run(grCtx) })
 	g.Go(func() error { migrateLoop(gctx, pool, dbURL, log); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -286,6 +314,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		<-trDone
 		stopReg() // writes this gateway's stopped entry: its users go offline
 		stopRun()
+		stopGroups()
 		return nil
 	})
 	err = g.Wait()

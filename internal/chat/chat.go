@@ -63,6 +63,8 @@ type SendRequest struct {
 type Sent struct {
 	ID string
 	TS int64
+	// Seq is the message's position in the log (for access grants).
+	Seq uint64
 	// Duplicate is set when the same user sent the same cid before: nothing
 	// was stored again and ID and TS are the original's.
 	Duplicate bool
