@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -198,4 +199,25 @@ func retryable(err error) bool {
 		return false
 	}
 	return true
+}
+
+// SendAs stores a message from user from on behalf of a backend service (a
+// bot), exactly as a client's send: validated by the caller, deduplicated
+// by cid, copied to the user's devices when it has any. It returns errors
+// like Device.Send.
+func (s *Service) SendAs(ctx context.Context, from string, req chat.SendRequest) (chat.Sent, error) {
+	if req.Group != "" {
+		return s.sendGroup(ctx, from, "", req)
+	}
+	copyToSelf := false
+	if req.To != from {
+		e, err := s.kv.Get(ctx, from)
+		if err == nil {
+			var rec deviceRecord
+			copyToSelf = json.Unmarshal(e.Value(), &rec) == nil && len(rec.Devices) > 0
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return chat.Sent{}, fmt.Errorf("devices of %s: %w: %v", from, ErrUnavailable, err)
+		}
+	}
+	return s.send(ctx, from, "", req, copyToSelf)
 }
