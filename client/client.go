@@ -74,6 +74,10 @@ type Error struct {
 	Status  int // HTTP status; 0 on the WebSocket
 	Code    string
 	Message string
+	// Gateway and URL name the gateway that owns the user, in a 421
+	// (wrong_gateway) answer to Dial.
+	Gateway string
+	URL     string
 }
 
 func (e *Error) Error() string {
@@ -126,10 +130,10 @@ func Dial(ctx context.Context, url, token string) (*Conn, error) {
 		if resp != nil {
 			defer resp.Body.Close()
 			var eb struct {
-				Error struct{ Code, Message string } `json:"error"`
+				Error struct{ Code, Message, Gateway, URL string } `json:"error"`
 			}
 			if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error.Code != "" {
-				return nil, &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+				return nil, &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, Gateway: eb.Error.Gateway, URL: eb.Error.URL}
 			}
 			return nil, &Error{Status: resp.StatusCode, Code: "http", Message: resp.Status}
 		}
@@ -209,38 +213,52 @@ func (c *Conn) readLoop() {
 	c.ws.Close()
 }
 
+// anyFrame holds every field of every server frame, so a frame is parsed
+// once whatever its type.
+type anyFrame struct {
+	Type     string `json:"type"`
+	ID       string `json:"id"`
+	CID      string `json:"cid"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Group    string `json:"group"`
+	Body     string `json:"body"`
+	Media    string `json:"media"`
+	TS       int64  `json:"ts"`
+	Msg      string `json:"msg"`
+	Status   string `json:"status"`
+	By       string `json:"by"`
+	User     string `json:"user"`
+	Online   bool   `json:"online"`
+	LastSeen int64  `json:"last_seen"`
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+}
+
 func (c *Conn) dispatch(data []byte) {
-	typ, err := wire.PeekType(data)
-	if err != nil {
+	var a anyFrame
+	if err := json.Unmarshal(data, &a); err != nil {
 		return
 	}
-	f := &Frame{Type: typ, Raw: data}
-	switch typ {
+	f := &Frame{Type: a.Type, Raw: data}
+	switch a.Type {
 	case wire.TypeSent:
-		var s Sent
-		if json.Unmarshal(data, &s) == nil && c.answer(s.CID, Result{Sent: s}) {
+		if c.answer(a.CID, Result{Sent: Sent{Type: a.Type, CID: a.CID, ID: a.ID, TS: a.TS}}) {
 			return
 		}
 	case wire.TypeError:
-		var e ErrorFrame
-		if json.Unmarshal(data, &e) == nil {
-			if e.CID != "" && c.answer(e.CID, Result{Err: &Error{Code: e.Code, Message: e.Message}}) {
-				return
-			}
-			f.Error = &e
+		if a.CID != "" && c.answer(a.CID, Result{Err: &Error{Code: a.Code, Message: a.Message}}) {
+			return
 		}
+		f.Error = &ErrorFrame{Type: a.Type, Code: a.Code, Message: a.Message, CID: a.CID}
 	case wire.TypeMessage:
-		f.Message = new(Message)
-		json.Unmarshal(data, f.Message)
+		f.Message = &Message{Type: a.Type, ID: a.ID, From: a.From, To: a.To, Group: a.Group, Body: a.Body, Media: a.Media, TS: a.TS}
 	case wire.TypeReceipt:
-		f.Receipt = new(Receipt)
-		json.Unmarshal(data, f.Receipt)
+		f.Receipt = &Receipt{Type: a.Type, ID: a.ID, Msg: a.Msg, Status: a.Status, By: a.By, TS: a.TS}
 	case wire.TypeTyping:
-		f.Typing = new(Typing)
-		json.Unmarshal(data, f.Typing)
+		f.Typing = &Typing{Type: a.Type, From: a.From, To: a.To, Group: a.Group}
 	case wire.TypePresence:
-		f.Presence = new(Presence)
-		json.Unmarshal(data, f.Presence)
+		f.Presence = &Presence{Type: a.Type, User: a.User, Online: a.Online, LastSeen: a.LastSeen}
 	}
 	c.mu.Lock()
 	if h := c.onFrame; h != nil {
@@ -322,11 +340,7 @@ func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
 	}
 	c.waiters[req.CID] = ch
 	c.mu.Unlock()
-	frame := struct {
-		Type string `json:"type"`
-		SendRequest
-	}{wire.TypeSend, req}
-	if err := c.writeJSON(frame); err != nil {
+	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media)); err != nil {
 		c.mu.Lock()
 		delete(c.waiters, req.CID)
 		c.mu.Unlock()
@@ -357,11 +371,7 @@ func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err
 	}
 	c.waiters[req.CID] = ch
 	c.mu.Unlock()
-	frame := struct {
-		Type string `json:"type"`
-		SendRequest
-	}{wire.TypeSend, req}
-	if err := c.writeJSON(frame); err != nil {
+	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media)); err != nil {
 		return "", nil, err
 	}
 	return req.CID, ch, nil
@@ -381,11 +391,7 @@ func (c *Conn) SendFunc(req SendRequest, done func(Sent, error)) error {
 	}
 	c.calls[req.CID] = done
 	c.mu.Unlock()
-	frame := struct {
-		Type string `json:"type"`
-		SendRequest
-	}{wire.TypeSend, req}
-	if err := c.writeJSON(frame); err != nil {
+	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media)); err != nil {
 		c.mu.Lock()
 		delete(c.calls, req.CID)
 		c.mu.Unlock()
@@ -409,12 +415,12 @@ func (c *Conn) OnFrame(f func(*Frame)) {
 
 // Ack acknowledges received message and receipt frames.
 func (c *Conn) Ack(ids ...string) error {
-	return c.writeJSON(map[string]any{"type": wire.TypeAck, "ids": ids})
+	return c.write(wire.AppendIDs(nil, wire.TypeAck, ids))
 }
 
 // Read marks received messages read.
 func (c *Conn) Read(ids ...string) error {
-	return c.writeJSON(map[string]any{"type": wire.TypeRead, "ids": ids})
+	return c.write(wire.AppendIDs(nil, wire.TypeRead, ids))
 }
 
 // TypingTo tells user to that this user is typing.
@@ -449,6 +455,10 @@ func (c *Conn) writeJSON(v any) error {
 	if err != nil {
 		return err
 	}
+	return c.write(data)
+}
+
+func (c *Conn) write(data []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))

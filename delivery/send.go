@@ -40,7 +40,7 @@ func (s *Service) send(ctx context.Context, from, device string, req chat.SendRe
 		if err != nil {
 			return chat.Sent{}, fmt.Errorf("store copy for %s's devices: %w: %v", from, ErrUnavailable, err)
 		}
-		copySeq, copyFresh = ack.Sequence, !ack.Duplicate
+		copySeq, copyFresh = ack.Seq, !ack.Duplicate
 		if ack.Duplicate {
 			if t, ok := s.storedTS(ctx, copySeq); ok {
 				ts = t
@@ -56,16 +56,16 @@ func (s *Service) send(ctx context.Context, from, device string, req chat.SendRe
 	if err != nil {
 		return chat.Sent{}, fmt.Errorf("store message from %s: %w: %v", from, ErrUnavailable, err)
 	}
-	out := chat.Sent{ID: id, TS: ts, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+	out := chat.Sent{ID: id, TS: ts, Seq: ack.Seq, Duplicate: ack.Duplicate}
 	if id == "" {
-		out.ID = MessageID(ack.Sequence)
+		out.ID = MessageID(ack.Seq)
 	}
 	if !ack.Duplicate {
 		s.m.MessagesSent.Inc()
 		return out, nil
 	}
 	// A repeated cid: answer with what was stored the first time.
-	orig, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, ack.Sequence)
+	orig, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, ack.Seq)
 	if err != nil {
 		return out, nil // stored for sure; the id above may only differ if devices changed
 	}
@@ -74,7 +74,7 @@ func (s *Service) send(ctx context.Context, from, device string, req chat.SendRe
 	}
 	origID := orig.Header.Get(HdrID)
 	if origID == "" {
-		origID = MessageID(ack.Sequence)
+		origID = MessageID(ack.Seq)
 	}
 	if origID != out.ID && copyFresh {
 		// The user got a device since the first attempt: the copy just
@@ -106,9 +106,9 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 	if err != nil {
 		return chat.Sent{}, fmt.Errorf("store group message from %s: %w: %v", from, ErrUnavailable, err)
 	}
-	out := chat.Sent{ID: MessageID(ack.Sequence), TS: ts, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+	out := chat.Sent{ID: MessageID(ack.Seq), TS: ts, Seq: ack.Seq, Duplicate: ack.Duplicate}
 	if ack.Duplicate {
-		if t, ok := s.storedTS(ctx, ack.Sequence); ok {
+		if t, ok := s.storedTS(ctx, ack.Seq); ok {
 			out.TS = t
 		}
 	} else {
@@ -123,6 +123,7 @@ func newMessageRecord(subject, dedupPrefix, kind, id, from, device string, req c
 	m := nats.NewMsg(subject)
 	m.Data = appendMessage(make([]byte, 0, 112+len(req.Body)), id, from, req.To, req.Group, req.Body, req.Media, ts)
 	m.Header.Set(hdrMsgID, dedupPrefix+from+":"+req.CID)
+	m.Header.Set(HdrVersion, RecordVersion)
 	m.Header.Set(HdrKind, kind)
 	m.Header.Set(HdrFrom, from)
 	if req.Group != "" {
@@ -159,46 +160,35 @@ func (s *Service) storedTS(ctx context.Context, seq uint64) (int64, bool) {
 
 // publish stores m, retrying with the same message id (JetStream drops the
 // repeat if an earlier attempt was stored after all) until
-// Config.PublishTimeout.
-func (s *Service) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-	defer cancel()
+// Config.PublishTimeout or ctx ends.
+func (s *Service) publish(ctx context.Context, m *nats.Msg) (natsx.PubAck, error) {
 	start := time.Now()
+	deadline := start.Add(s.cfg.PublishTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	backoff := 50 * time.Millisecond
 	for {
-		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
-		ack, err := s.js.PublishMsg(actx, m)
-		acancel()
+		wait := min(time.Until(deadline), 3*time.Second)
+		if wait <= 0 {
+			return natsx.PubAck{}, context.DeadlineExceeded
+		}
+		ack, err := natsx.Publish(s.nc, m, wait)
 		if err == nil {
 			s.m.PublishLatency.Observe(time.Since(start).Seconds())
 			return ack, nil
 		}
-		if !retryable(err) || ctx.Err() != nil {
-			return nil, err
+		if !natsx.Retryable(err) || ctx.Err() != nil || time.Until(deadline) <= backoff {
+			return natsx.PubAck{}, err
 		}
 		s.log.Debug("publish failed, retrying", "subject", m.Subject, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return natsx.PubAck{}, err
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-}
-
-// retryable tells transient publish failures (timeouts, no leader, a
-// reconnecting connection) from permanent ones.
-func retryable(err error) bool {
-	switch {
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrMaxPayload),
-		errors.Is(err, nats.ErrBadSubject), errors.Is(err, context.Canceled):
-		return false
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.Code == 400 {
-		return false
-	}
-	return true
 }
 
 // SendAs stores a message from user from on behalf of a backend service (a

@@ -25,6 +25,7 @@ const (
 	CloseTryAgain    = websocket.CloseTryAgainLater   // 1013: send queue overflow (slow client)
 	CloseReplaced    = 4001                           // the same device connected again
 	CloseUnavailable = 4003                           // the node cannot serve the session now
+	CloseMoved       = 4002                           // the user is now owned by another gateway: ask /v1/route again
 )
 
 // maxRejects is how many sends in a row may be refused for the rate limit
@@ -55,6 +56,7 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
+	cork   *corkConn // the connection under conn
 	user   string
 	device string
 	lim    *rate.Limiter
@@ -87,13 +89,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		s.writeCode(w, wire.CodeUnavailable, "this gateway is shutting down; reconnect")
 		return
 	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	cw := &corkWriter{ResponseWriter: w}
+	conn, err := s.upgrader.Upgrade(cw, r, nil)
 	if err != nil {
 		return // the upgrader answered the client
 	}
 	ss := &session{
 		srv:    s,
 		conn:   conn,
+		cork:   cw.conn,
 		user:   c.User,
 		device: c.Device,
 		done:   make(chan struct{}),
@@ -366,6 +370,8 @@ func (ss *session) Close(reason error) {
 		code, text, flush = CloseTryAgain, "too slow to keep up; reconnect to catch up", false
 	case errors.Is(reason, errRateFlood):
 		code, text = ClosePolicy, "send rate limit exceeded"
+	case errors.Is(reason, errMoved):
+		code, text = CloseMoved, "moved: another gateway owns this user now; ask GET /v1/route and reconnect there"
 	default:
 		code, text = CloseUnavailable, "the node cannot serve this session now; reconnect"
 	}
@@ -466,21 +472,32 @@ func (ss *session) write() {
 			ss.mu.Unlock()
 			return
 		}
+		ss.conn.SetWriteDeadline(deadline)
+		if len(batch) > 1 {
+			ss.cork.Cork()
+		}
+		var err error
 		for _, f := range batch {
-			var err error
 			if len(f) == 0 {
 				err = ss.conn.WriteControl(websocket.PingMessage, nil, deadline)
 			} else {
-				ss.conn.SetWriteDeadline(deadline)
 				err = ss.conn.WriteMessage(websocket.TextMessage, f)
 			}
 			if err != nil {
-				ss.mu.Lock()
-				ss.writing = false
-				ss.mu.Unlock()
-				ss.markDead()
-				return
+				break
 			}
+		}
+		if len(batch) > 1 {
+			if ferr := ss.cork.Flush(); err == nil {
+				err = ferr
+			}
+		}
+		if err != nil {
+			ss.mu.Lock()
+			ss.writing = false
+			ss.mu.Unlock()
+			ss.markDead()
+			return
 		}
 	}
 }

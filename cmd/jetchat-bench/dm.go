@@ -58,6 +58,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	warmup := fs.Duration("warmup", 2*time.Second, "latencies of this first part are not counted")
 	drain := fs.Duration("drain", 15*time.Second, "how long to wait for the last deliveries")
 	bodySize := fs.Int("body", 100, "message body size in bytes")
+	ackLinger := fs.Duration("ack-linger", 20*time.Millisecond, "how long a client collects received ids before acking them in one frame (as an app acks what it stored)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -162,6 +163,12 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				case <-stopAck:
 					return
 				case <-u.ackReady:
+				}
+				if *ackLinger > 0 {
+					select {
+					case <-stopAck:
+					case <-time.After(*ackLinger):
+					}
 				}
 				u.mu.Lock()
 				ids := u.toAck

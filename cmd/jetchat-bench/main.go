@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -58,6 +59,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if f == nil {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown scenario %q", args[0])
+	}
+	if p := os.Getenv("JETCHAT_BENCH_CPUPROFILE"); p != "" {
+		// Profile the load tool itself (it shares the machine with the node).
+		out, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return f(ctx, args[1:], stdout, stderr)
 }

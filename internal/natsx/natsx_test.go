@@ -86,3 +86,56 @@ func TestStartEmbeddedTakenPort(t *testing.T) {
 		t.Errorf("StartEmbedded on a taken port: error = %v, want ErrListenTaken", err)
 	}
 }
+
+func TestParsePubAck(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    natsx.PubAck
+		wantErr bool
+	}{
+		{`{"stream":"JETCHAT_MSGS","seq":42}`, natsx.PubAck{Stream: "JETCHAT_MSGS", Seq: 42}, false},
+		{`{"stream":"S","seq":7,"duplicate":true}`, natsx.PubAck{Stream: "S", Seq: 7, Duplicate: true}, false},
+		{`{"stream":"S","domain":"d","seq":18446744073709551615}`, natsx.PubAck{Stream: "S", Seq: 18446744073709551615}, false},
+		{`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`, natsx.PubAck{}, true},
+		{`{"stream":"S"}`, natsx.PubAck{}, true},
+		{`{"stream":"S","seq":0}`, natsx.PubAck{}, true},
+		{`garbage`, natsx.PubAck{}, true},
+	}
+	for _, tt := range tests {
+		got, err := natsx.ParsePubAckForTest([]byte(tt.in))
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("parsePubAck(%s) = %+v, %v; want %+v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestPublishAgainstJetStream(t *testing.T) {
+	t.Parallel()
+	s := natstest.RunJetStream(t)
+	nc, js := natstest.Connect(t, s)
+	if _, err := natsx.Ensure(context.Background(), js, natsx.DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(natsx.Inbox("bob"))
+	m.Data = []byte("x")
+	m.Header.Set("Nats-Msg-Id", "once")
+	a, err := natsx.Publish(nc, m, 5*time.Second)
+	if err != nil || a.Seq == 0 || a.Duplicate || a.Stream != natsx.StreamMsgs {
+		t.Fatalf("Publish = %+v, %v", a, err)
+	}
+	b, err := natsx.Publish(nc, m, 5*time.Second)
+	if err != nil || b.Seq != a.Seq || !b.Duplicate {
+		t.Fatalf("second Publish = %+v, %v; want a duplicate of %d", b, err, a.Seq)
+	}
+	m2 := nats.NewMsg("chat.u.too_big")
+	m2.Data = make([]byte, natsx.MaxRecord+1)
+	_, err = natsx.Publish(nc, m2, 5*time.Second)
+	var api *natsx.APIError
+	if !errors.As(err, &api) || natsx.Retryable(err) {
+		t.Errorf("oversized Publish error = %v, want a non-retryable *APIError", err)
+	}
+	if _, err := natsx.Publish(nc, nats.NewMsg("nobody.listens"), time.Second); !errors.Is(err, nats.ErrNoResponders) || !natsx.Retryable(err) {
+		t.Errorf("Publish without a stream: %v, want retryable ErrNoResponders", err)
+	}
+}

@@ -45,8 +45,11 @@ func Decode(data []byte) (*Inbound, error) {
 		return nil, Errorf(CodeTooLarge, "frame is larger than %d bytes", MaxFrame)
 	}
 	var r raw
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, Errorf(CodeBadRequest, "frame is not a JSON object of the protocol: %s", jsonProblem(err))
+	if !scanRaw(data, &r) {
+		r = raw{}
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, Errorf(CodeBadRequest, "frame is not a JSON object of the protocol: %s", jsonProblem(err))
+		}
 	}
 	if r.Type == nil {
 		return nil, Errorf(CodeBadRequest, "frame has no type")

@@ -108,3 +108,37 @@ func AppendTyping(dst []byte, from, to, group string) []byte {
 	}
 	return append(dst, '}')
 }
+
+// AppendSend appends a client's send frame.
+func AppendSend(dst []byte, cid, to, group, body, media string) []byte {
+	dst = append(dst, `{"type":"send","cid":`...)
+	dst = AppendString(dst, cid)
+	if group != "" {
+		dst = append(dst, `,"group":`...)
+		dst = AppendString(dst, group)
+	} else {
+		dst = append(dst, `,"to":`...)
+		dst = AppendString(dst, to)
+	}
+	dst = append(dst, `,"body":`...)
+	dst = AppendString(dst, body)
+	if media != "" {
+		dst = append(dst, `,"media":`...)
+		dst = AppendString(dst, media)
+	}
+	return append(dst, '}')
+}
+
+// AppendIDs appends an ack or read frame.
+func AppendIDs(dst []byte, typ string, ids []string) []byte {
+	dst = append(dst, `{"type":`...)
+	dst = AppendString(dst, typ)
+	dst = append(dst, `,"ids":[`...)
+	for i, id := range ids {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendString(dst, id)
+	}
+	return append(dst, "]}"...)
+}

@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// corkConn is the connection gorilla/websocket writes to. While corked,
+// writes collect in a pooled buffer and Flush sends them with one system
+// call: the writer goroutine corks around a burst of frames, so a device
+// receiving many frames at once (a catch-up, a receipt batch) costs one
+// write instead of one per frame. Uncorked writes go straight through.
+//
+// Writes are serialised by mu, because gorilla may also write (a pong to a
+// client's ping, a close frame) from the reader goroutine.
+type corkConn struct {
+	net.Conn
+	mu    sync.Mutex
+	cork  bool
+	buf   *[]byte
+	wrote bool // a flush failed: the connection is broken
+}
+
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// maxCork is how much a corked burst collects before it is flushed anyway.
+const maxCork = 256 << 10
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.cork {
+		return c.Conn.Write(p)
+	}
+	*c.buf = append(*c.buf, p...)
+	if len(*c.buf) >= maxCork {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// Cork starts collecting writes.
+func (c *corkConn) Cork() {
+	c.mu.Lock()
+	c.cork = true
+	if c.buf == nil {
+		c.buf = corkBufs.Get().(*[]byte)
+	}
+	c.mu.Unlock()
+}
+
+// Flush sends what was collected and uncorks.
+func (c *corkConn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.flushLocked()
+	c.cork = false
+	if c.buf != nil {
+		if cap(*c.buf) <= 4*maxCork {
+			*c.buf = (*c.buf)[:0]
+			corkBufs.Put(c.buf)
+		}
+		c.buf = nil
+	}
+	return err
+}
+
+func (c *corkConn) flushLocked() error {
+	if c.buf == nil || len(*c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(*c.buf)
+	*c.buf = (*c.buf)[:0]
+	return err
+}
+
+// corkWriter makes gorilla's Upgrade hijack a corkConn.
+type corkWriter struct {
+	http.ResponseWriter
+	conn *corkConn
+}
+
+func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := w.ResponseWriter.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &corkConn{Conn: nc}
+	return w.conn, brw, nil
+}

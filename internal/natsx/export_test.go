@@ -1,0 +1,4 @@
+package natsx
+
+// ParsePubAckForTest exposes parsePubAck to the external tests.
+var ParsePubAckForTest = parsePubAck

@@ -1,0 +1,164 @@
+package wire
+
+import "unicode/utf8"
+
+// scanRaw is the fast path of Decode: it reads a frame whose values are
+// plain strings (no escapes) or arrays of them into r, and reports false for
+// anything else — escapes, numbers, nulls, nested objects, malformed JSON —
+// which the caller then decodes with encoding/json. Whatever it accepts it
+// reads exactly as encoding/json would (a repeated key keeps its last value).
+func scanRaw(data []byte, r *raw) bool {
+	p := scanner{b: data}
+	p.space()
+	if !p.eat('{') {
+		return false
+	}
+	p.space()
+	if p.eat('}') {
+		return p.end()
+	}
+	for {
+		p.space()
+		k, ok := p.str()
+		if !ok {
+			return false
+		}
+		key := string(k) // does not allocate in the switch below
+		p.space()
+		if !p.eat(':') {
+			return false
+		}
+		p.space()
+		switch key {
+		case "type", "cid", "to", "group", "body", "media":
+			v, ok := p.str()
+			if !ok {
+				return false
+			}
+			s := string(v)
+			switch key {
+			case "type":
+				r.Type = &s
+			case "cid":
+				r.CID = &s
+			case "to":
+				r.To = &s
+			case "group":
+				r.Group = &s
+			case "body":
+				r.Body = &s
+			case "media":
+				r.Media = &s
+			}
+		case "ids", "users":
+			list, ok := p.strs()
+			if !ok {
+				return false
+			}
+			if key == "ids" {
+				r.IDs = &list
+			} else {
+				r.Users = &list
+			}
+		default:
+			// An unknown field: skip a plain string; anything else goes
+			// to the slow path.
+			if _, ok := p.str(); !ok {
+				return false
+			}
+		}
+		p.space()
+		if p.eat(',') {
+			continue
+		}
+		if p.eat('}') {
+			return p.end()
+		}
+		return false
+	}
+}
+
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (p *scanner) space() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *scanner) eat(c byte) bool {
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// end accepts only trailing white space.
+func (p *scanner) end() bool {
+	p.space()
+	return p.i == len(p.b)
+}
+
+// str reads a string without escapes or control characters, of valid UTF-8.
+func (p *scanner) str() ([]byte, bool) {
+	if !p.eat('"') {
+		return nil, false
+	}
+	start := p.i
+	ascii := true
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			s := p.b[start:p.i]
+			p.i++
+			if !ascii && !utf8.Valid(s) {
+				return nil, false
+			}
+			return s, true
+		case c == '\\' || c < 0x20:
+			return nil, false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+		p.i++
+	}
+	return nil, false
+}
+
+// strs reads an array of strings.
+func (p *scanner) strs() ([]string, bool) {
+	if !p.eat('[') {
+		return nil, false
+	}
+	list := []string{}
+	p.space()
+	if p.eat(']') {
+		return list, true
+	}
+	for {
+		p.space()
+		s, ok := p.str()
+		if !ok {
+			return nil, false
+		}
+		list = append(list, string(s))
+		p.space()
+		if p.eat(',') {
+			continue
+		}
+		if p.eat(']') {
+			return list, true
+		}
+		return nil, false
+	}
+}
