@@ -72,6 +72,53 @@ func GroupsChanged(id string) string { return GroupsChangedPrefix + id }
 // record are published.
 func Presence(user string) string { return PresencePrefix + user }
 
+// Backend services (docs/subjects.md). These subjects are the stable,
+// versioned API for bots, push senders and other backend services; the
+// version is part of each subject, so a v2 can run beside v1.
+const (
+	// SvcPrefix starts every subject of the service API: jetchat.svc.v1.
+	SvcPrefix = "jetchat.svc.v1."
+	// SvcSendPrefix starts the request/reply subject on which a backend
+	// service sends a message as a bot user: jetchat.svc.v1.send.<bot>.
+	// Every node serves it in the queue group SvcQueue; a NATS permission on
+	// the literal subject decides which bots a credential may speak for.
+	SvcSendPrefix = SvcPrefix + "send."
+	// SvcConsumerPrefix starts the request/reply subject on which a backend
+	// service creates or updates its durable pull consumer on StreamMsgs:
+	// jetchat.svc.v1.consumer.<name>.<scope>, scope being all, users,
+	// groups, u.<user> or g.<group>.
+	SvcConsumerPrefix = SvcPrefix + "consumer."
+	// SvcQueue is the queue group in which every node serves the service API.
+	SvcQueue = "jetchat-svc"
+	// PushPrefix starts the core NATS subjects of push events:
+	// jetchat.push.v1.<user>, one event per message stored for a user with
+	// no connected device.
+	PushPrefix = "jetchat.push.v1."
+	// PresenceFeedPrefix starts the core NATS subjects on which services
+	// see presence changes in the stable v1 format:
+	// jetchat.presence.v1.u.<user>.
+	PresenceFeedPrefix = "jetchat.presence.v1.u."
+	// PresenceFeedGateway is the core NATS subject on which the presence
+	// feed announces a gateway that stopped or died: the users online only
+	// there are offline.
+	PresenceFeedGateway = "jetchat.presence.v1.gateway"
+	// ConsumerPush is the durable pull consumer on StreamMsgs that the push
+	// workers of every node share.
+	ConsumerPush = "jetchat_push"
+	// ConsumerReserved starts the names of jetchat's own consumers; the
+	// service API refuses such names.
+	ConsumerReserved = "jetchat"
+)
+
+// SvcSend is the service API subject on which a service sends as bot.
+func SvcSend(bot string) string { return SvcSendPrefix + bot }
+
+// Push is the subject of user's push events.
+func Push(user string) string { return PushPrefix + user }
+
+// PresenceFeed is the subject of user's v1 presence events.
+func PresenceFeed(user string) string { return PresenceFeedPrefix + user }
+
 // Settings are the deployment choices that shape the streams.
 type Settings struct {
 	// Replicas is the replication factor of every stream and bucket (1, or 3

@@ -96,6 +96,8 @@ func TestParsePubAck(t *testing.T) {
 	}{
 		{`{"stream":"JETCHAT_MSGS","seq":42}`, natsx.PubAck{Stream: "JETCHAT_MSGS", Seq: 42}, false},
 		{`{"stream":"S","seq":7,"duplicate":true}`, natsx.PubAck{Stream: "S", Seq: 7, Duplicate: true}, false},
+		{`{"stream":"S","seq":7,"duplicate": true}`, natsx.PubAck{Stream: "S", Seq: 7, Duplicate: true}, false},
+		{`{"stream":"S","seq": 9,"duplicate": false}`, natsx.PubAck{Stream: "S", Seq: 9}, false},
 		{`{"stream":"S","domain":"d","seq":18446744073709551615}`, natsx.PubAck{Stream: "S", Seq: 18446744073709551615}, false},
 		{`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`, natsx.PubAck{}, true},
 		{`{"stream":"S"}`, natsx.PubAck{}, true},

@@ -61,6 +61,9 @@ func parsePubAck(b []byte) (PubAck, error) {
 		return PubAck{}, fmt.Errorf("jetstream: answer without a sequence: %q", b)
 	}
 	j := i + len(`"seq":`)
+	for j < len(b) && b[j] == ' ' {
+		j++
+	}
 	k := j
 	for k < len(b) && b[k] >= '0' && b[k] <= '9' {
 		k++
@@ -70,7 +73,9 @@ func parsePubAck(b []byte) (PubAck, error) {
 		return PubAck{}, fmt.Errorf("jetstream: answer with a bad sequence: %q", b)
 	}
 	ack.Seq = seq
-	ack.Duplicate = bytes.Contains(b, []byte(`"duplicate":true`))
+	if d := bytes.Index(b, []byte(`"duplicate":`)); d >= 0 {
+		ack.Duplicate = bytes.HasPrefix(bytes.TrimLeft(b[d+len(`"duplicate":`):], " "), []byte("true"))
+	}
 	if s := bytes.Index(b, []byte(`"stream":"`)); s >= 0 {
 		rest := b[s+len(`"stream":"`):]
 		if e := bytes.IndexByte(rest, '"'); e >= 0 {
