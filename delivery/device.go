@@ -276,13 +276,13 @@ func (d *Device) onLive(r *record) {
 	}
 }
 
-// relay hands a frame that is not stored (typing) to the device's session,
-// unless the session is catching up or full: such frames are worth nothing
-// late.
+// relay hands a frame that is not stored (typing) to the device's session
+// at once, even during a catch-up: it is ordered with nothing. When the
+// session's queue is full it is dropped: it is worth nothing late.
 func (d *Device) relay(frame []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.mode == modeLive {
+	if d.mode != modeClosed {
 		d.sink.Deliver(frame)
 	}
 }
