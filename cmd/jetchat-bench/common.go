@@ -29,6 +29,8 @@ type common struct {
 	jsonOut  bool
 	prefix   string
 	dialRate int
+	gateways string // several gateways' HTTP addresses (dialAll spreads users)
+	route    bool   // dialAll connects each user to its owner (GET /v1/route)
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -38,6 +40,22 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&c.prefix, "prefix", "", "user id prefix (default: random per run, so runs do not share inboxes)")
 	fs.IntVar(&c.dialRate, "dial-rate", 2000, "connections opened per second")
+	fs.StringVar(&c.gateways, "gateways", "", "comma-separated HTTP addresses of several gateways: users are spread over them (instead of --url)")
+	fs.BoolVar(&c.route, "route", false, "connect each user to the gateway that owns it: GET /v1/route at --url (or the --gateways in turn), following 421")
+}
+
+// dialURL connects user number i with tok: to its owner with --route, else
+// to --url or the --gateways in turn.
+func (c *common) dialURL(ctx context.Context, i int, tok string) (*client.Conn, error) {
+	base := c.url
+	if c.gateways != "" {
+		gws := strings.Split(c.gateways, ",")
+		base = strings.TrimSpace(gws[i%len(gws)])
+	}
+	if c.route {
+		return client.DialRoute(ctx, base, tok)
+	}
+	return client.Dial(ctx, (&common{url: base}).wsURL(), tok)
 }
 
 func (c *common) setup() (tokens func(user, device string) (string, error), err error) {
@@ -95,7 +113,7 @@ func (c *common) dialAll(ctx context.Context, users []string, tokens func(string
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			start := time.Now()
-			conn, err := client.Dial(dctx, c.wsURL(), tok)
+			conn, err := c.dialURL(dctx, i, tok)
 			if err != nil {
 				firstErr.CompareAndSwap(nil, fmt.Errorf("dial %s: %w", u, err))
 				return

@@ -54,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"dm":      runDM,
 		"connect": runConnect,
 		"backlog": runBacklog,
+		"group":   runGroup,
+		"mixed":   runMixed,
 	}
 	f := scenarios[args[0]]
 	if f == nil {
