@@ -58,12 +58,10 @@ type userState struct {
 
 func newUserState(s *Service, id string) *userState {
 	u := &userState{
-		svc:       s,
-		id:        id,
-		ready:     make(chan struct{}),
-		rec:       deviceRecord{V: 1, Devices: map[string]*deviceCursor{}},
-		receipted: map[uint64]struct{}{},
-		read:      map[uint64]struct{}{},
+		svc:   s,
+		id:    id,
+		ready: make(chan struct{}),
+		rec:   deviceRecord{V: 1, Devices: map[string]*deviceCursor{}},
 	}
 	u.devs.Store(&[]*Device{})
 	return u
@@ -245,7 +243,7 @@ func (u *userState) delivered(acks []ack) {
 		if _, done := u.receipted[a.id]; done {
 			continue
 		}
-		u.remember(u.receipted, a.id)
+		u.receipted = u.remember(u.receipted, a.id)
 		u.svc.receipts.add(a.from, receiptItem{Msg: MessageID(a.id), Status: wire.StatusDelivered, By: u.id, TS: now})
 		u.svc.m.MessagesDelivered.Inc()
 	}
@@ -261,16 +259,20 @@ func (u *userState) readBy(seq uint64, from string) bool {
 	if _, done := u.read[seq]; done {
 		return false
 	}
-	u.remember(u.read, seq)
-	u.remember(u.receipted, seq) // read implies delivered
+	u.read = u.remember(u.read, seq)
+	u.receipted = u.remember(u.receipted, seq) // read implies delivered
 	u.svc.receipts.add(from, receiptItem{Msg: MessageID(seq), Status: wire.StatusRead, By: u.id, TS: now})
 	u.svc.m.MessagesRead.Inc()
 	return true
 }
 
-// remember adds seq to a bounded set, forgetting an arbitrary old entry when
-// full (at worst a receipt is produced twice, which clients tolerate).
-func (u *userState) remember(set map[uint64]struct{}, seq uint64) {
+// remember adds seq to a bounded set (made on first use: most online users
+// produce no receipt), forgetting an arbitrary old entry when full (at
+// worst a receipt is produced twice, which clients tolerate).
+func (u *userState) remember(set map[uint64]struct{}, seq uint64) map[uint64]struct{} {
+	if set == nil {
+		set = map[uint64]struct{}{}
+	}
 	if len(set) >= maxReceipted {
 		for k := range set {
 			delete(set, k)
@@ -278,6 +280,7 @@ func (u *userState) remember(set map[uint64]struct{}, seq uint64) {
 		}
 	}
 	set[seq] = struct{}{}
+	return set
 }
 
 // flush stores the device record when it changed, merging with a record

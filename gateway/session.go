@@ -71,12 +71,12 @@ type session struct {
 	closing   bool // no more frames are queued
 	closeCode int
 	closeText string
-	room      chan struct{} // closed and replaced when the queue drains
+	room      chan struct{} // made by a waiter, closed when the queue drains
 	dead      bool          // the connection failed or was closed
 	held      bool          // nothing is written until the device is attached
 	inq       []*bytes.Buffer
 	working   bool
-	inRoom    chan struct{} // closed and replaced when the worker takes a frame
+	inRoom    chan struct{} // made by the waiting reader, closed when the worker takes a frame
 	rejects   int
 	typingAt  time.Time // start of the current typing second (worker only)
 	typingN   int
@@ -101,8 +101,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		user:   c.User,
 		device: c.Device,
 		done:   make(chan struct{}),
-		room:   make(chan struct{}),
-		inRoom: make(chan struct{}),
 		held:   true,
 	}
 	s.mu.Lock()
@@ -210,6 +208,9 @@ func (ss *session) read() {
 func (ss *session) enqueue(buf *bytes.Buffer) {
 	ss.mu.Lock()
 	for len(ss.inq) >= maxInbound {
+		if ss.inRoom == nil {
+			ss.inRoom = make(chan struct{})
+		}
 		room := ss.inRoom
 		ss.mu.Unlock()
 		<-room
@@ -239,8 +240,10 @@ func (ss *session) runFrames() {
 		buf := ss.inq[0]
 		ss.inq[0] = nil
 		ss.inq = ss.inq[1:]
-		close(ss.inRoom)
-		ss.inRoom = make(chan struct{})
+		if ss.inRoom != nil {
+			close(ss.inRoom)
+			ss.inRoom = nil
+		}
 		ss.mu.Unlock()
 		ss.handle(buf.Bytes())
 		if buf.Cap() <= 64<<10 {
@@ -343,6 +346,9 @@ func (ss *session) WaitRoom(ctx context.Context) error {
 			ss.mu.Unlock()
 			return nil
 		}
+		if ss.room == nil {
+			ss.room = make(chan struct{})
+		}
 		room := ss.room
 		ss.mu.Unlock()
 		select {
@@ -384,13 +390,20 @@ func (ss *session) Close(reason error) {
 	if !flush {
 		ss.queue, ss.qbytes = nil, 0
 	}
-	close(ss.room)
-	ss.room = make(chan struct{})
+	ss.signalRoomLocked()
 	if ss.dead {
 		return
 	}
 	ss.conn.SetReadDeadline(time.Now().Add(closeGrace))
 	ss.startWriterLocked()
+}
+
+// signalRoomLocked wakes the goroutines waiting for room in the queue.
+func (ss *session) signalRoomLocked() {
+	if ss.room != nil {
+		close(ss.room)
+		ss.room = nil
+	}
 }
 
 func (ss *session) isClosing() bool {
@@ -447,8 +460,7 @@ func (ss *session) write() {
 		batch := ss.queue
 		ss.queue, ss.qbytes = nil, 0
 		if len(batch) > 0 {
-			close(ss.room)
-			ss.room = make(chan struct{})
+			ss.signalRoomLocked()
 		}
 		sendClose := len(batch) == 0 && ss.closing && ss.closeCode != 0
 		code, text := ss.closeCode, ss.closeText
