@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ type mixedResult struct {
 	Presence    int64         `json:"presence_frames"`
 	Media       int64         `json:"media_round_trips"`
 	Reconnects  int64         `json:"reconnects"`
+	Aborted     int64         `json:"sends_cut_by_reconnect"`
 	Errors      int64         `json:"errors"`
 	Lost        int64         `json:"lost_deliveries"`
 	Samples     []mixedSample `json:"server_samples"`
@@ -91,10 +93,10 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	var (
-		sent, deliveries, receipts, typing, presence, media, reconnects, errs atomic.Int64
-		toDeliv                                                               hist
-		expectMu                                                              sync.Mutex
-		expect                                                                = map[string][]*mixedUser{} // message id → recipients
+		sent, deliveries, receipts, typing, presence, media, reconnects, errs, aborted atomic.Int64
+		toDeliv                                                                        hist
+		expectMu                                                                       sync.Mutex
+		expect                                                                         = map[string][]*mixedUser{} // message id → recipients
 	)
 	attach := func(u *mixedUser, conn *client.Conn) {
 		conn.OnFrame(func(f *client.Frame) {
@@ -227,6 +229,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					if err := (&client.API{BaseURL: c.url, Token: tok, HTTP: httpc}).DoRequest(hreq, &info); err != nil {
 						if runCtx.Err() == nil {
 							errs.Add(1)
+							fmt.Fprintf(stderr, "upload by %s: %v\n", u.name, err)
 						}
 						continue
 					}
@@ -240,6 +243,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 							media.Add(1)
 						} else if runCtx.Err() == nil {
 							errs.Add(1)
+							fmt.Fprintf(stderr, "download by %s: %v\n", peer.name, err)
 						}
 					}()
 				}
@@ -247,8 +251,16 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				s, err := conn.SendMsg(sctx, req)
 				cancel()
 				if err != nil {
-					if runCtx.Err() == nil {
+					u.mu.Lock()
+					churned := u.conn != conn // the tool closed this connection meanwhile
+					u.mu.Unlock()
+					switch {
+					case runCtx.Err() != nil:
+					case churned && errors.Is(err, client.ErrClosed):
+						aborted.Add(1) // unknown whether stored; not counted either way
+					default:
 						errs.Add(1)
+						fmt.Fprintf(stderr, "send by %s: %v\n", u.name, err)
 					}
 					continue
 				}
@@ -351,7 +363,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	res := mixedResult{
 		Scenario: "mixed", Users: *users, DurationS: elapsed.Seconds(), Sent: sent.Load(), Deliveries: deliveries.Load(),
 		Receipts: receipts.Load(), Typing: typing.Load(), Presence: presence.Load(), Media: media.Load(),
-		Reconnects: reconnects.Load(), Errors: errs.Load(), Lost: lost, Samples: samples, SendToDeliv: toDeliv.summary(),
+		Reconnects: reconnects.Load(), Aborted: aborted.Load(), Errors: errs.Load(), Lost: lost, Samples: samples, SendToDeliv: toDeliv.summary(),
 	}
 	rows := [][2]string{
 		{"scenario", fmt.Sprintf("mixed: %d users, %.1f actions/s each, %s", *users, *perUser, elapsed.Truncate(time.Second))},
@@ -359,7 +371,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{"deliveries / receipts", fmt.Sprintf("%d / %d", res.Deliveries, res.Receipts)},
 		{"typing / presence frames", fmt.Sprintf("%d / %d", res.Typing, res.Presence)},
 		{"media round trips", fmt.Sprint(res.Media)},
-		{"reconnects", fmt.Sprint(res.Reconnects)},
+		{"reconnects (sends cut by them)", fmt.Sprintf("%d (%d)", res.Reconnects, res.Aborted)},
 		{"errors", fmt.Sprint(res.Errors)},
 		{"lost deliveries", fmt.Sprint(res.Lost)},
 	}
