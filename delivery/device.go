@@ -380,7 +380,7 @@ func (d *Device) Ack(ids []string) {
 	d.mu.Unlock()
 	d.user.markDirty()
 	if len(acks) > 0 {
-		d.user.delivered(acks)
+		d.user.delivered(d, acks)
 	}
 }
 

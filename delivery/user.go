@@ -28,8 +28,13 @@ type deviceCursor struct {
 	Seen  int64  `json:"seen"`
 }
 
-// maxReceipted bounds the per-user memory of receipts already produced.
-const maxReceipted = 1 << 16
+// maxReceipted bounds the per-user memory of delivered receipts produced for
+// messages acknowledged out of order (above every device's floor).
+const maxReceipted = 4096
+
+// maxRead bounds the per-user memory of read receipts produced (to answer a
+// repeated read without a second receipt).
+const maxRead = 1024
 
 // userState is what a node holds for an online user: its devices here, its
 // stored device record, and which receipts it has produced this session.
@@ -49,11 +54,13 @@ type userState struct {
 	rev   uint64
 	gen   uint64 // bumped on every change to store
 	saved uint64 // gen last stored
-	// baseFloor: every record up to it was acknowledged by some device
-	// before this state was loaded, so its receipts were produced then.
-	baseFloor uint64
-	receipted map[uint64]struct{} // messages with a delivered or read receipt
-	read      map[uint64]struct{} // messages with a read receipt
+	// receipted holds the messages (id sequence → record sequence) with a
+	// delivered or read receipt that no device's floor covers yet: a
+	// message at or below some device's floor had its receipt when that
+	// device acknowledged it. Pruned as floors move.
+	receipted map[uint64]uint64
+	read      map[uint64]struct{} // recent read receipts
+	readOrder []uint64            // read's entries, oldest first
 }
 
 func newUserState(s *Service, id string) *userState {
@@ -100,7 +107,6 @@ func (u *userState) load(ctx context.Context) error {
 			u.gen++
 			continue
 		}
-		u.baseFloor = max(u.baseFloor, c.Floor)
 	}
 	// Make sure the server has the subscription before catch-up reads.
 	return u.svc.nc.FlushWithContext(ctx)
@@ -230,20 +236,37 @@ type ack struct {
 	from string
 }
 
+// coveredLocked returns the highest floor among the user's devices other
+// than by (stored floors included): every message up to it was acknowledged
+// by some device, whose ack produced its receipt.
+func (u *userState) coveredLocked(by *Device) uint64 {
+	var f uint64
+	for _, c := range u.rec.Devices {
+		f = max(f, c.Floor)
+	}
+	for _, d := range u.devices() {
+		if d != by {
+			f = max(f, d.currentFloor())
+		}
+	}
+	return f
+}
+
 // delivered produces a delivered receipt for each message that no device of
-// the user acknowledged before.
-func (u *userState) delivered(acks []ack) {
+// the user acknowledged before; by is the acknowledging device.
+func (u *userState) delivered(by *Device, acks []ack) {
 	now := u.svc.cfg.Now().UnixMilli()
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	covered := u.coveredLocked(by)
 	for _, a := range acks {
-		if a.seq <= u.baseFloor {
+		if a.seq <= covered {
 			continue
 		}
 		if _, done := u.receipted[a.id]; done {
 			continue
 		}
-		u.receipted = u.remember(u.receipted, a.id)
+		u.rememberReceipt(a.id, a.seq)
 		u.svc.receipts.add(a.from, receiptItem{Msg: MessageID(a.id), Status: wire.StatusDelivered, By: u.id, TS: now})
 		u.svc.m.MessagesDelivered.Inc()
 	}
@@ -259,28 +282,52 @@ func (u *userState) readBy(seq uint64, from string) bool {
 	if _, done := u.read[seq]; done {
 		return false
 	}
-	u.read = u.remember(u.read, seq)
-	u.receipted = u.remember(u.receipted, seq) // read implies delivered
+	if u.read == nil {
+		u.read = map[uint64]struct{}{}
+	}
+	if len(u.readOrder) >= maxRead {
+		delete(u.read, u.readOrder[0])
+		u.readOrder = u.readOrder[1:]
+	}
+	u.read[seq] = struct{}{}
+	u.readOrder = append(u.readOrder, seq)
+	u.rememberReceipt(seq, seq) // read implies delivered
 	u.svc.receipts.add(from, receiptItem{Msg: MessageID(seq), Status: wire.StatusRead, By: u.id, TS: now})
 	u.svc.m.MessagesRead.Inc()
 	return true
 }
 
-// remember adds seq to a bounded set (made on first use: most online users
-// produce no receipt), forgetting an arbitrary old entry when full (at
-// worst a receipt is produced twice, which clients tolerate).
-func (u *userState) remember(set map[uint64]struct{}, seq uint64) map[uint64]struct{} {
-	if set == nil {
-		set = map[uint64]struct{}{}
+// rememberReceipt notes a receipt for the message with id sequence id,
+// stored at record sequence seq (made on first use: most online users
+// produce none). When full it forgets an arbitrary entry: at worst a
+// receipt is produced twice, which clients tolerate.
+func (u *userState) rememberReceipt(id, seq uint64) {
+	if u.receipted == nil {
+		u.receipted = map[uint64]uint64{}
 	}
-	if len(set) >= maxReceipted {
-		for k := range set {
-			delete(set, k)
+	if len(u.receipted) >= maxReceipted {
+		for k := range u.receipted {
+			delete(u.receipted, k)
 			break
 		}
 	}
-	set[seq] = struct{}{}
-	return set
+	u.receipted[id] = seq
+}
+
+// pruneLocked forgets the receipts that the devices' floors now cover.
+func (u *userState) pruneLocked() {
+	if len(u.receipted) == 0 {
+		return
+	}
+	covered := u.coveredLocked(nil)
+	for id, seq := range u.receipted {
+		if seq <= covered {
+			delete(u.receipted, id)
+		}
+	}
+	if len(u.receipted) == 0 {
+		u.receipted = nil
+	}
 }
 
 // flush stores the device record when it changed, merging with a record
@@ -297,6 +344,7 @@ func (u *userState) flush(ctx context.Context) error {
 			c.Floor = max(c.Floor, d.currentFloor())
 		}
 	}
+	u.pruneLocked()
 	rec := cloneRecord(u.rec)
 	rev := u.rev
 	u.mu.Unlock()
