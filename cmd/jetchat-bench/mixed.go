@@ -47,6 +47,7 @@ type mixedUser struct {
 	group int
 	mu    sync.Mutex
 	conn  *client.Conn
+	churn bool // the tool is replacing conn
 	got   map[string]bool
 	acks  []string
 	ready chan struct{}
@@ -203,6 +204,8 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				body := fmt.Sprint(time.Now().UnixNano(), "|soak")
 				var req client.SendRequest
 				var recipients []*mixedUser
+				var mediaID string
+				var mediaPeer *mixedUser
 				switch p := r.Float64(); {
 				case p < 0.55:
 					peer := other()
@@ -235,24 +238,14 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					}
 					req = client.SendRequest{To: peer.name, Body: body, Media: info.ID}
 					recipients = []*mixedUser{peer}
-					go func() {
-						ptok, _ := tokens(peer.name, "bench")
-						greq, _ := http.NewRequestWithContext(runCtx, "GET", c.url+"/v1/media/"+info.ID, nil)
-						time.Sleep(200 * time.Millisecond)
-						if err := (&client.API{BaseURL: c.url, Token: ptok, HTTP: httpc}).DoRequest(greq, nil); err == nil {
-							media.Add(1)
-						} else if runCtx.Err() == nil {
-							errs.Add(1)
-							fmt.Fprintf(stderr, "download by %s: %v\n", peer.name, err)
-						}
-					}()
+					mediaID, mediaPeer = info.ID, peer
 				}
 				sctx, cancel := context.WithTimeout(runCtx, 30*time.Second)
 				s, err := conn.SendMsg(sctx, req)
 				cancel()
 				if err != nil {
 					u.mu.Lock()
-					churned := u.conn != conn // the tool closed this connection meanwhile
+					churned := u.churn || u.conn != conn // the tool closed this connection meanwhile
 					u.mu.Unlock()
 					switch {
 					case runCtx.Err() != nil:
@@ -268,6 +261,19 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				expectMu.Lock()
 				expect[s.ID] = recipients
 				expectMu.Unlock()
+				if mediaID != "" {
+					// The recipient downloads what it was sent.
+					go func(peer *mixedUser, id string) {
+						ptok, _ := tokens(peer.name, "bench")
+						greq, _ := http.NewRequestWithContext(runCtx, "GET", c.url+"/v1/media/"+id, nil)
+						if err := (&client.API{BaseURL: c.url, Token: ptok, HTTP: httpc}).DoRequest(greq, nil); err == nil {
+							media.Add(1)
+						} else if runCtx.Err() == nil {
+							errs.Add(1)
+							fmt.Fprintf(stderr, "download by %s: %v\n", peer.name, err)
+						}
+					}(mediaPeer, mediaID)
+				}
 			}
 		}()
 	}
@@ -294,17 +300,23 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			u.mu.Lock()
 			old := u.conn
+			u.churn = true
 			u.mu.Unlock()
 			old.Close()
 			tok, _ := tokens(u.name, "bench")
 			nc, err := client.Dial(ctx, c.wsURL(), tok)
 			if err != nil {
 				errs.Add(1)
+				fmt.Fprintf(stderr, "reconnect %s: %v\n", u.name, err)
+				u.mu.Lock()
+				u.churn = false
+				u.mu.Unlock()
 				continue
 			}
 			attach(u, nc)
 			u.mu.Lock()
 			u.conn = nc
+			u.churn = false
 			u.mu.Unlock()
 			reconnects.Add(1)
 		}
