@@ -374,14 +374,13 @@ func (d *Device) Ack(ids []string) {
 		}
 	}
 	d.advanceFloorLocked()
+	floor := d.floor
 	if d.mode == modeBehind && len(d.inflight) <= d.svc.cfg.Window/2 {
 		d.startCatchUpLocked()
 	}
 	d.mu.Unlock()
 	d.user.markDirty()
-	if len(acks) > 0 {
-		d.user.delivered(d, acks)
-	}
+	d.user.delivered(d, floor, acks)
 }
 
 // findLocked returns the index of the inflight slot an id names, or -1.

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -233,6 +234,68 @@ func TestParseID(t *testing.T) {
 			if back != tt.in {
 				t.Errorf("id %q does not round-trip: %q", tt.in, back)
 			}
+		}
+	}
+}
+
+// TestConcurrentAcksByTwoDevicesMakeOneReceipt acks every message from two
+// devices of one user at the same time: each message gets exactly one
+// delivered receipt (neither device may count on the other).
+func TestConcurrentAcksByTwoDevicesMakeOneReceipt(t *testing.T) {
+	t.Parallel()
+	s, nc, _ := newService(t, Config{ReceiptDelay: time.Millisecond})
+	ctx := context.Background()
+	sinkA, sinkB := newSink(0), newSink(0)
+	a, err := s.Connect(ctx, "bob", "phone", sinkA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Connect(ctx, "bob", "laptop", sinkB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLive(t, a.(*Device))
+	waitLive(t, b.(*Device))
+	const n = 300
+	for i := 0; i < n; i++ {
+		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i), To: "bob", Body: "x"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idsA, idsB := sinkA.ids(t, n), sinkB.ids(t, n)
+	var wg sync.WaitGroup
+	for _, job := range []struct {
+		d   chat.Device
+		ids []string
+	}{{a, idsA}, {b, idsB}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, id := range job.ids {
+				job.d.Ack([]string{id})
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.receipts.flushAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	_, err = natsx.GetBatch(ctx, nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox("alice"), Seq: 1, Batch: 10000, MaxBytes: 64 << 20}, func(m *nats.Msg) error {
+		var body receiptsBody
+		if json.Unmarshal(m.Data, &body) == nil {
+			for _, it := range body.Items {
+				count[it.Msg]++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range idsA {
+		if count[id] != 1 {
+			t.Errorf("message %s has %d delivered receipts, want 1", id, count[id])
 		}
 	}
 }

@@ -126,6 +126,7 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 		m := nats.NewMsg(natsx.Inbox(rb.target))
 		m.Data = data
 		m.Header.Set(hdrMsgID, "r:"+rb.id)
+		m.Header.Set(HdrVersion, RecordVersion)
 		m.Header.Set(HdrKind, KindReceipts)
 		m.Header.Set(HdrTS, strconv.FormatInt(now.UnixMilli(), 10))
 		futures[i], err = b.svc.js.PublishMsgAsync(m)

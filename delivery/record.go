@@ -34,6 +34,12 @@ const (
 	HdrGroup = "Jc-Group"
 	// HdrEvent is what a membership notice says: EventJoined or EventLeft.
 	HdrEvent = "Jc-Event"
+	// HdrVersion is the version of the record format that backend services
+	// read (docs/subjects.md): RecordVersion on messages, copies and
+	// receipts.
+	HdrVersion = "Jc-V"
+	// RecordVersion is the value of HdrVersion.
+	RecordVersion = "1"
 )
 
 // Membership notice events.

@@ -54,10 +54,16 @@ type userState struct {
 	rev   uint64
 	gen   uint64 // bumped on every change to store
 	saved uint64 // gen last stored
+	// accounted is, per device, the floor up to which the receipts of its
+	// acks were produced (or, loaded from storage, produced by an earlier
+	// session). It moves only in delivered, under mu, after the receipts:
+	// a device's own floor moves before its receipts are made, so reading
+	// it instead would let two devices acking the same message at once
+	// each think the other one made the receipt.
+	accounted map[string]uint64
 	// receipted holds the messages (id sequence → record sequence) with a
-	// delivered or read receipt that no device's floor covers yet: a
-	// message at or below some device's floor had its receipt when that
-	// device acknowledged it. Pruned as floors move.
+	// delivered or read receipt above every accounted floor. Pruned as the
+	// floors move.
 	receipted map[uint64]uint64
 	read      map[uint64]struct{} // recent read receipts
 	readOrder []uint64            // read's entries, oldest first
@@ -101,12 +107,14 @@ func (u *userState) load(ctx context.Context) error {
 		u.rev = e.Revision()
 	}
 	now := u.svc.cfg.Now().UnixMilli()
+	u.accounted = map[string]uint64{}
 	for name, c := range u.rec.Devices {
 		if now-c.Seen > u.svc.cfg.DeviceTTL.Milliseconds() {
 			delete(u.rec.Devices, name)
 			u.gen++
 			continue
 		}
+		u.accounted[name] = c.Floor
 	}
 	// Make sure the server has the subscription before catch-up reads.
 	return u.svc.nc.FlushWithContext(ctx)
@@ -138,6 +146,8 @@ func (u *userState) refresh(ctx context.Context) error {
 			cc := *c
 			u.rec.Devices[name] = &cc
 		}
+		// Another node stored this floor after producing its receipts.
+		u.accounted[name] = max(u.accounted[name], c.Floor)
 	}
 	if e.Revision() > u.rev {
 		u.rev = e.Revision()
@@ -236,29 +246,30 @@ type ack struct {
 	from string
 }
 
-// coveredLocked returns the highest floor among the user's devices other
-// than by (stored floors included): every message up to it was acknowledged
-// by some device, whose ack produced its receipt.
-func (u *userState) coveredLocked(by *Device) uint64 {
+// coveredLocked returns the highest accounted floor: every message up to it
+// was acknowledged by some device, and that ack's receipt was produced.
+func (u *userState) coveredLocked() uint64 {
 	var f uint64
-	for _, c := range u.rec.Devices {
-		f = max(f, c.Floor)
-	}
-	for _, d := range u.devices() {
-		if d != by {
-			f = max(f, d.currentFloor())
-		}
+	for _, c := range u.accounted {
+		f = max(f, c)
 	}
 	return f
 }
 
 // delivered produces a delivered receipt for each message that no device of
-// the user acknowledged before; by is the acknowledging device.
-func (u *userState) delivered(by *Device, acks []ack) {
+// the user acknowledged before. by is the acknowledging device and floor
+// its floor after these acks.
+func (u *userState) delivered(by *Device, floor uint64, acks []ack) {
 	now := u.svc.cfg.Now().UnixMilli()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	covered := u.coveredLocked(by)
+	covered := u.coveredLocked()
+	defer func() {
+		if u.accounted == nil {
+			u.accounted = map[string]uint64{}
+		}
+		u.accounted[by.id] = max(u.accounted[by.id], floor)
+	}()
 	for _, a := range acks {
 		if a.seq <= covered {
 			continue
@@ -319,7 +330,7 @@ func (u *userState) pruneLocked() {
 	if len(u.receipted) == 0 {
 		return
 	}
-	covered := u.coveredLocked(nil)
+	covered := u.coveredLocked()
 	for id, seq := range u.receipted {
 		if seq <= covered {
 			delete(u.receipted, id)

@@ -13,19 +13,6 @@ import (
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-// handleRoute answers which gateway serves the caller.
-func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request, c auth.Claims) {
-	url := s.cfg.PublicURL
-	if url == "" {
-		scheme := "ws"
-		if r.TLS != nil {
-			scheme = "wss"
-		}
-		url = scheme + "://" + r.Host + "/v1/ws"
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"gateway": s.cfg.ID, "url": url})
-}
-
 // maxHistoryLimit is the largest page of GET /v1/messages.
 const maxHistoryLimit = 200
 

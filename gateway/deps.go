@@ -18,6 +18,9 @@ type Deps struct {
 	Groups   Groups
 	Presence Presence
 	Media    Media
+	// Router decides which gateway owns a user (GET /v1/route, and the 421
+	// and moved sessions of Config.EnforceOwnership); nil: this one.
+	Router Router
 }
 
 // Delivery is what the gateway needs of the message log.

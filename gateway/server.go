@@ -24,6 +24,10 @@ type Config struct {
 	// PublicURL is the WebSocket URL clients should use for this gateway
 	// (ws://host:port/v1/ws). Empty: derived from each request's Host.
 	PublicURL string
+	// EnforceOwnership refuses a WebSocket of a user that another gateway
+	// owns (Deps.Router) with 421 naming the owner, and closes the sessions
+	// of users that move to another gateway with CloseMoved (route.go).
+	EnforceOwnership bool
 	// SendRate is the sustained sends per second allowed per user.
 	SendRate float64
 	// SendBurst is how many sends a user may make at once.
@@ -59,7 +63,7 @@ func Defaults() Config {
 		PongWait:        15 * time.Second,
 		WriteTimeout:    10 * time.Second,
 		RequestTimeout:  15 * time.Second,
-		ReadBufferSize:  512,
+		ReadBufferSize:  256,
 		WriteBufferSize: 4096,
 	}
 }
@@ -111,6 +115,7 @@ type Server struct {
 	groups   Groups
 	presence Presence
 	media    Media
+	router   Router
 	m        *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
@@ -149,6 +154,7 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 		groups:   deps.Groups,
 		presence: deps.Presence,
 		media:    deps.Media,
+		router:   deps.Router,
 		m:        m,
 		log:      log.With("component", "gateway", "gateway", cfg.ID),
 		ctx:      ctx,
@@ -168,6 +174,10 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 	s.routes()
 	s.wg.Add(1)
 	go s.pingLoop()
+	if cfg.EnforceOwnership && s.router != nil {
+		s.wg.Add(1)
+		go s.routeLoop()
+	}
 	return s, nil
 }
 
@@ -205,7 +215,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.Registry, promhttp.HandlerOpts{}))
-	s.mux.HandleFunc("GET /v1/ws", s.authed(s.handleWS))
+	s.mux.HandleFunc("GET /v1/ws", s.authed(s.owned(s.handleWS)))
 	s.mux.HandleFunc("GET /v1/route", s.authed(s.handleRoute))
 	s.mux.HandleFunc("GET /v1/messages", s.authed(s.handleHistory))
 	s.mux.HandleFunc("GET /v1/messages/{id}", s.authed(s.handleStatus))

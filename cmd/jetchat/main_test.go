@@ -144,7 +144,7 @@ func TestServeEndToEnd(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{}, {"bogus"}, {"token"}, {"token", "--user", "a.b"}, {"serve", "--fsync", "sometimes"}, {"serve", "extra"}} {
-		err := run(context.Background(), args, env(), io.Discard, io.Discard)
+		err := run(context.Background(), args, env("JETCHAT_DATA", t.TempDir()), io.Discard, io.Discard)
 		if _, ok := err.(usageError); !ok {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
@@ -214,7 +214,13 @@ type process struct {
 
 func startProcess(t *testing.T, data, dbURL string, args ...string) *process {
 	t.Helper()
-	addr := freePort(t)
+	return startProcessAt(t, freePort(t), data, dbURL, args...)
+}
+
+// startProcessAt is startProcess with a given HTTP address (to restart a
+// node where its clients expect it).
+func startProcessAt(t *testing.T, addr, data, dbURL string, args ...string) *process {
+	t.Helper()
 	if len(args) == 0 {
 		args = []string{"--nats-listen", "none"}
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/pg"
 	"github.com/jetchat/jetchat/internal/registry"
+	"github.com/jetchat/jetchat/internal/ring"
 	"github.com/jetchat/jetchat/objectstore"
 	"github.com/jetchat/jetchat/presence"
 )
@@ -36,6 +37,7 @@ import (
 type serveFlags struct {
 	keys keyFlags
 	logs logFlags
+	svc  svcFlags // NATS credentials and backend services (services.go)
 
 	httpAddr     string
 	natsURL      string
@@ -44,6 +46,7 @@ type serveFlags struct {
 	databaseURL  string
 	gatewayID    string
 	publicURL    string
+	enforce      bool
 	replicas     int
 	retention    time.Duration
 	dedupWindow  time.Duration
@@ -64,6 +67,7 @@ type serveFlags struct {
 func (f *serveFlags) register(fs *flag.FlagSet) {
 	f.keys.register(fs)
 	f.logs.register(fs)
+	f.svc.register(fs)
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "gw-1"
@@ -75,6 +79,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.databaseURL, "database-url", "", "Postgres URL (default: $DATABASE_URL, else "+pg.DefaultURL+")")
 	fs.StringVar(&f.gatewayID, "gateway-id", host, "this gateway's id (unique per gateway)")
 	fs.StringVar(&f.publicURL, "public-url", "", "WebSocket URL clients use for this gateway (default: from the request's Host)")
+	fs.BoolVar(&f.enforce, "enforce-ownership", false, "refuse a WebSocket of a user that another gateway owns on the ring with 421 naming the owner, and close (4002) the sessions of users that move to another gateway")
 	fs.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (3 on a 3-node NATS cluster)")
 	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long messages and receipts are kept")
 	fs.DurationVar(&f.dedupWindow, "dedup-window", 15*time.Minute, "how long a repeated send (same user and cid) is recognised")
@@ -92,12 +97,18 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this address (keep it private), e.g. 127.0.0.1:6060")
 }
 
-// serve runs a node until ctx ends, then drains it.
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// serveFlagSet returns the flag set of serve and the flags it fills.
+func serveFlagSet(stderr io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f serveFlags
 	f.register(fs)
+	return fs, &f
+}
+
+// serve runs a node until ctx ends, then drains it.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, f := serveFlagSet(stderr)
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
@@ -107,6 +118,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if f.replicas < 1 {
 		return usageError{"--replicas must be at least 1"}
+	}
+	if f.dedupWindow > f.retention {
+		return usageError{"--dedup-window must not be longer than --retention (JetStream forgets a record's id when the record expires)"}
 	}
 	if err := os.MkdirAll(f.keys.data, 0o755); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
@@ -172,7 +186,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}()
 		nc, err = nats.Connect("", append(natsOpts, nats.InProcessServer(ns))...)
 	} else {
-		nc, err = nats.Connect(f.natsURL, append(natsOpts, nats.Timeout(5*time.Second))...)
+		auth, aerr := f.svc.natsAuth()
+		if aerr != nil {
+			return aerr
+		}
+		nc, err = nats.Connect(f.natsURL, append(append(natsOpts, auth...), nats.Timeout(5*time.Second))...)
 	}
 	if err != nil {
 		return fmt.Errorf("connect to NATS %s: %w", f.natsURL, err)
@@ -233,12 +251,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	tracker.Store(tr)
 
+	// Backend services: the service API, the presence feed, the push hook.
+	svcs, err := newServices(f.svc, f.replicas, nc, js, dsvc, media, tr, gstore, reg, log)
+	if err != nil {
+		return err
+	}
+	owners := ring.NewTracker(reg, log)
+
 	gw, err := gateway.New(gateway.Config{
-		ID:        f.gatewayID,
-		PublicURL: f.publicURL,
-		SendRate:  f.sendRate,
-		SendBurst: f.sendBurst,
-	}, gateway.Deps{Delivery: dsvc, Keys: keys, Presence: tr, Groups: gstore, Media: media, Checks: []gateway.Check{
+		ID:               f.gatewayID,
+		PublicURL:        f.publicURL,
+		EnforceOwnership: f.enforce,
+		SendRate:         f.sendRate,
+		SendBurst:        f.sendBurst,
+	}, gateway.Deps{Delivery: dsvc, Keys: keys, Presence: tr, Groups: gstore, Media: media, Router: owners, Checks: []gateway.Check{
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
@@ -257,7 +283,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("listen on %s: %w", f.httpAddr, err)
 	}
 	httpSrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("jetchat node started", "http", ln.Addr().String(), "gateway", f.gatewayID,
+	log.Info("jetchat node started", "http", ln.Addr().String(), "gateway", f.gatewayID, "enforce_ownership", f.enforce,
 		"nats", orEmbedded(f.natsURL), "nats_listen", f.natsListen, "fsync", f.fsync.String(), "data", f.keys.data)
 	fmt.Fprintf(stdout, "jetchat listening on %s\n", ln.Addr())
 
@@ -292,27 +318,36 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer stopTracker()
 	trDone := make(chan struct{})
 	g.Go(func() error { defer close(trDone); return tr.Run(trCtx) })
-	g.Go(func() error { return reg.Run(regCtx) })
+	regDone := make(chan struct{})
+	g.Go(func() error { defer close(regDone); return reg.Run(regCtx) })
+	g.Go(func() error { return owners.Run(regCtx) })
 	grCtx, stopGroups := context.WithCancel(context.Background())
 	defer stopGroups()
 	g.Go(func() error { return gstore.Run(grCtx) })
 	g.Go(func() error { return media.Run(grCtx) })
+	svcs.run(g, gctx) // ends as the drain starts; NATS closes after g.Wait
 	g.Go(func() error { migrateLoop(gctx, pool, dbURL, log); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
-		// Drain in a fixed order under one timeout: stop accepting, finish
-		// in-flight sends and close sessions (1001), store receipts and
-		// cursors, then let the deferred closes stop NATS and Postgres.
+		// Drain in a fixed order under one timeout: leave the registry (so
+		// the ring routes this gateway's users elsewhere before they
+		// reconnect), stop accepting, finish in-flight sends and close
+		// sessions (1001), store receipts and cursors, then let the
+		// deferred closes stop NATS and Postgres.
 		log.Info("shutting down")
 		sctx, cancel := context.WithTimeout(context.Background(), f.shutdown)
 		defer cancel()
+		stopReg() // writes this gateway's stopped entry
+		select {
+		case <-regDone:
+		case <-sctx.Done():
+		}
 		httpSrv.Shutdown(sctx)
 		if err := gw.Shutdown(sctx); err != nil {
 			log.Warn("gateway drain", "err", err)
 		}
 		stopTracker()
 		<-trDone
-		stopReg() // writes this gateway's stopped entry: its users go offline
 		stopRun()
 		stopGroups()
 		return nil

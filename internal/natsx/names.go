@@ -119,6 +119,16 @@ func Push(user string) string { return PushPrefix + user }
 // PresenceFeed is the subject of user's v1 presence events.
 func PresenceFeed(user string) string { return PresenceFeedPrefix + user }
 
+// Inventory lists what Ensure creates, as an operator sees it with the nats
+// CLI: the streams (`nats stream ls`), the key-value buckets (`nats kv ls`)
+// and the object store buckets (`nats object ls`). docs/operations.md
+// documents each; a test holds the three together.
+func Inventory() (streams, keyValue, objects []string) {
+	return []string{StreamMsgs},
+		[]string{BucketDevices, BucketGateways, BucketMediaACL, BucketPresence},
+		[]string{BucketMedia}
+}
+
 // Settings are the deployment choices that shape the streams.
 type Settings struct {
 	// Replicas is the replication factor of every stream and bucket (1, or 3
