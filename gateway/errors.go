@@ -1,38 +1,15 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 
-	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/wire"
 )
 
-// codeOf maps a component error to a protocol error code. This is the one
-// place where errors become wire codes; anything unknown is internal.
-func codeOf(err error) string {
-	var werr *wire.Error
-	switch {
-	case errors.As(err, &werr):
-		return werr.Code
-	case errors.Is(err, chat.ErrBadRequest):
-		return wire.CodeBadRequest
-	case errors.Is(err, chat.ErrNotFound):
-		return wire.CodeNotFound
-	case errors.Is(err, chat.ErrForbidden):
-		return wire.CodeForbidden
-	case errors.Is(err, chat.ErrTooLarge):
-		return wire.CodeTooLarge
-	case errors.Is(err, chat.ErrConflict):
-		return wire.CodeConflict
-	case errors.Is(err, chat.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, chat.ErrClosed):
-		return wire.CodeUnavailable
-	}
-	return wire.CodeInternal
-}
+// codeOf maps a component error to a protocol error code (wire.CodeOf).
+func codeOf(err error) string { return wire.CodeOf(err) }
 
 // statusOf is the HTTP status of a code.
 func statusOf(code string) int {
@@ -57,21 +34,8 @@ func statusOf(code string) int {
 	return http.StatusInternalServerError
 }
 
-// publicMessage is the client-safe text of err: its own text for protocol
-// and client errors, a generic one for internal failures.
-func publicMessage(code string, err error) string {
-	var werr *wire.Error
-	if errors.As(err, &werr) {
-		return werr.Message
-	}
-	switch code {
-	case wire.CodeInternal:
-		return "internal error"
-	case wire.CodeUnavailable:
-		return "service temporarily unavailable, retry"
-	}
-	return err.Error()
-}
+// publicMessage is the client-safe text of err (wire.PublicMessage).
+func publicMessage(code string, err error) string { return wire.PublicMessage(code, err) }
 
 type errorBody struct {
 	Error errorDetail `json:"error"`
