@@ -45,6 +45,7 @@ type API struct {
 	send  Sender
 	media Media // nil: media cannot be attached
 	log   *slog.Logger
+	ready chan struct{} // closed once subscribed
 }
 
 // NewAPI returns an API that stores through send. media may be nil: sends
@@ -60,8 +61,11 @@ func NewAPI(cfg Config, nc *nats.Conn, js jetstream.JetStream, send Sender, medi
 	if log == nil {
 		log = slog.Default()
 	}
-	return &API{cfg: cfg, nc: nc, js: js, send: send, media: media, log: log.With("component", "service-api")}, nil
+	return &API{cfg: cfg, nc: nc, js: js, send: send, media: media, log: log.With("component", "service-api"), ready: make(chan struct{})}, nil
 }
+
+// Ready is closed once Run's subscriptions are registered with the server.
+func (a *API) Ready() <-chan struct{} { return a.ready }
 
 // Run serves requests until ctx ends, then stops taking new ones, answers
 // those already received and returns. It returns an error when it cannot
@@ -81,6 +85,10 @@ func (a *API) Run(ctx context.Context) error {
 		}
 		subs = append(subs, sub)
 	}
+	if err := a.nc.Flush(); err != nil {
+		a.log.Warn("flush subscriptions", "err", err)
+	}
+	close(a.ready)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for i := 0; i < a.cfg.Workers; i++ {

@@ -59,6 +59,7 @@ func startNodeWith(t *testing.T, s *server.Server, cfg service.Config, groups de
 		t.Fatal(err)
 	}
 	run(t, d.Run, api.Run)
+	<-api.Ready()
 	return &node{nc: nc, js: js, res: res, d: d}
 }
 
