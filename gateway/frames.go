@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jetchat/jetchat/internal/chat"
@@ -99,22 +98,11 @@ func (ss *session) send(in *wire.Inbound) {
 	ss.rejects = 0
 	ctx, cancel := ss.requestContext()
 	defer cancel()
-	if in.Media != "" {
-		// Only media the sender uploaded or received may be attached.
-		if s.media == nil {
-			ss.fail(&wire.Error{Code: wire.CodeNotFound, Message: "no such media", CID: in.CID})
-			return
-		}
-		if err := s.media.Check(ctx, ss.user, in.Media); err != nil {
-			code := codeOf(err)
-			ss.fail(&wire.Error{Code: code, Message: publicMessage(code, err), CID: in.CID})
-			return
-		}
+	var media chat.MediaGranter
+	if s.media != nil {
+		media = s.media
 	}
-	sent, err := ss.dev.Send(ctx, chat.SendRequest{CID: in.CID, To: in.To, Group: in.Group, Body: in.Body, Media: in.Media})
-	if err == nil && in.Media != "" {
-		err = ss.grantMedia(ctx, in, sent)
-	}
+	sent, err := chat.SendWithMedia(ctx, media, ss.user, chat.SendRequest{CID: in.CID, To: in.To, Group: in.Group, Body: in.Body, Media: in.Media}, ss.dev.Send)
 	if err != nil {
 		code := codeOf(err)
 		if code == wire.CodeInternal || code == wire.CodeUnavailable {
@@ -124,25 +112,6 @@ func (ss *session) send(in *wire.Inbound) {
 		return
 	}
 	ss.control(wire.AppendSent(make([]byte, 0, 64+len(in.CID)), in.CID, sent.ID, sent.TS))
-}
-
-// grantMedia gives the recipients of a stored message access to its
-// media. The message is stored already, so a failure is retried, then
-// reported (the client may resend with the same cid: the grant is
-// idempotent and the message is not stored twice).
-func (ss *session) grantMedia(ctx context.Context, in *wire.Inbound, sent chat.Sent) error {
-	g := chat.MediaGrant{Group: in.Group, Seq: sent.Seq}
-	if in.Group == "" {
-		g = chat.MediaGrant{Users: []string{in.To}}
-	}
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if err = ss.srv.media.Attach(ctx, ss.user, in.Media, g); err == nil {
-			return nil
-		}
-		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
-	}
-	return fmt.Errorf("grant access to media %s of message %s: %w", in.Media, sent.ID, err)
 }
 
 // fail answers a frame with an error frame; the connection stays open.

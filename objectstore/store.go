@@ -177,18 +177,32 @@ func (s *Store) Open(ctx context.Context, user, id string) (chat.MediaObject, er
 	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
-	rec, _, err := s.load(ctx, id)
-	if err != nil {
-		return nil, err
+	// A group message reaches its members the moment it is stored; its
+	// grant, which needs the message's position, is written just after.
+	// A member asking at once is given a moment for the grant to land.
+	wait := 25 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		rec, _, err := s.load(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := s.canRead(ctx, rec, user)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &object{s: s, info: chat.MediaInfo{ID: id, Size: rec.Size, MIME: rec.MIME, SHA256: rec.SHA256}}, nil
+		}
+		if attempt == 4 { // 375 ms in all
+			return nil, ErrNotFound
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ErrNotFound
+		case <-time.After(wait):
+		}
+		wait *= 2
 	}
-	ok, err := s.canRead(ctx, rec, user)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, ErrNotFound
-	}
-	return &object{s: s, info: chat.MediaInfo{ID: id, Size: rec.Size, MIME: rec.MIME, SHA256: rec.SHA256}}, nil
 }
 
 // Check returns nil if sender may attach id to a message (it uploaded the

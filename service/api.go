@@ -173,24 +173,14 @@ func (a *API) handleSend(ctx context.Context, bot string, data []byte) []byte {
 	if !isBot(a.cfg.Bots, bot) {
 		return a.errorAnswer(fmt.Errorf("%w: %q is not a user services may send as", ErrNotBot, bot), in.CID)
 	}
-	if in.Media != "" {
-		if a.media == nil {
-			return a.errorAnswer(fmt.Errorf("%w: no such media", chat.ErrNotFound), in.CID)
-		}
-		if err := a.media.Check(ctx, bot, in.Media); err != nil {
-			return a.errorAnswer(err, in.CID)
-		}
+	var media chat.MediaGranter
+	if a.media != nil {
+		media = a.media
 	}
-	sent, err := a.send.SendAs(ctx, bot, chat.SendRequest{CID: in.CID, To: in.To, Group: in.Group, Body: in.Body, Media: in.Media})
-	if err == nil && in.Media != "" {
-		g := chat.MediaGrant{Group: in.Group, Seq: sent.Seq}
-		if in.Group == "" {
-			g = chat.MediaGrant{Users: []string{in.To}}
-		}
-		if err = a.media.Attach(ctx, bot, in.Media, g); err != nil {
-			err = fmt.Errorf("grant access to media %s of message %s: %w", in.Media, sent.ID, err)
-		}
-	}
+	sent, err := chat.SendWithMedia(ctx, media, bot, chat.SendRequest{CID: in.CID, To: in.To, Group: in.Group, Body: in.Body, Media: in.Media},
+		func(ctx context.Context, req chat.SendRequest) (chat.Sent, error) {
+			return a.send.SendAs(ctx, bot, req)
+		})
 	if err != nil {
 		return a.errorAnswer(err, in.CID)
 	}
