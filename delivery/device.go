@@ -72,6 +72,8 @@ type Device struct {
 	groups   map[string]*source // active group sources, by group id
 	pos      uint64             // every source's records up to pos are processed
 	floor    uint64             // every record up to floor is acknowledged
+	acking   int                // Ack calls whose receipts are not queued yet
+	safe     uint64             // the floor before the first of those calls
 	frozen   bool               // the group sources are not known yet: floor stays
 	thaw     bool               // groups were loaded: unfreeze after the next full catch-up
 	pending  []*record          // live records that arrived during a catch-up
@@ -92,6 +94,18 @@ func (d *Device) ID() string { return d.id }
 func (d *Device) currentFloor() uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.floor
+}
+
+// storableFloor is the floor that may be stored: it leaves out the acks
+// whose receipts are still being made, so that once the queued receipts
+// are stored, a stored floor never covers an ack whose receipt is lost.
+func (d *Device) storableFloor() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.acking > 0 {
+		return d.safe
+	}
 	return d.floor
 }
 
@@ -346,6 +360,10 @@ func (d *Device) startCatchUpLocked() {
 func (d *Device) Ack(ids []string) {
 	var acks []ack
 	d.mu.Lock()
+	if d.acking == 0 {
+		d.safe = d.floor
+	}
+	d.acking++
 	for _, id := range ids {
 		p, ok := parseID(id)
 		if !ok {
@@ -381,6 +399,9 @@ func (d *Device) Ack(ids []string) {
 	d.mu.Unlock()
 	d.user.markDirty()
 	d.user.delivered(d, floor, acks)
+	d.mu.Lock()
+	d.acking--
+	d.mu.Unlock()
 }
 
 // findLocked returns the index of the inflight slot an id names, or -1.

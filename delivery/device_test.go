@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -297,5 +298,88 @@ func TestConcurrentAcksByTwoDevicesMakeOneReceipt(t *testing.T) {
 		if count[id] != 1 {
 			t.Errorf("message %s has %d delivered receipts, want 1", id, count[id])
 		}
+	}
+}
+
+// TestStoredFloorNeverCoversALostReceipt stores cursors while a device
+// acks: at every moment, each message the stored floor covers already has
+// its delivered receipt stored. (Were it otherwise, a node killed just
+// after a cursor flush would lose receipts for good: the device, back on
+// another node, would not be sent those messages again.) Receipts are
+// stored only by the cursor flushes here, so what the test reads after a
+// flush is what that flush left.
+func TestStoredFloorNeverCoversALostReceipt(t *testing.T) {
+	t.Parallel()
+	s, nc, _ := newService(t, Config{ReceiptDelay: time.Hour, CursorFlush: time.Hour})
+	ctx := context.Background()
+	sink := newSink(0)
+	d, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLive(t, d.(*Device))
+	const n = 400
+	for i := 0; i < n; i++ {
+		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i), To: "bob", Body: "x"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := sink.ids(t, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, id := range ids {
+			d.Ack([]string{id})
+		}
+	}()
+	check := func() (floor uint64) {
+		e, err := s.kv.Get(ctx, "bob")
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return 0
+			}
+			t.Fatal(err)
+		}
+		var rec deviceRecord
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		floor = rec.Devices["phone"].Floor
+		stored := map[string]bool{}
+		_, err = natsx.GetBatch(ctx, nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox("alice"), Seq: 1, Batch: 10000, MaxBytes: 64 << 20}, func(m *nats.Msg) error {
+			var body receiptsBody
+			if json.Unmarshal(m.Data, &body) == nil {
+				for _, it := range body.Items {
+					stored[it.Msg] = true
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if p, _ := parseID(id); p.seq <= floor && !stored[id] {
+				t.Fatalf("stored floor %d covers %s, whose delivered receipt is not stored", floor, id)
+			}
+		}
+		return floor
+	}
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		if err := s.flushCursors(ctx); err != nil {
+			t.Fatal(err)
+		}
+		check()
+	}
+	if err := s.flushCursors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := parseID(ids[n-1]); check() < p.seq {
+		t.Fatalf("after the last ack the stored floor is %d, want at least %d", check(), p.seq)
 	}
 }

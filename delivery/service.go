@@ -487,9 +487,7 @@ func (s *Service) releaseUser(u *userState) {
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := s.receipts.flushAll(ctx); err != nil {
-		s.log.Warn("store receipts", "user_id", u.id, "err", err)
-	} else if err := u.flush(ctx); err != nil {
+	if err := u.flush(ctx); err != nil {
 		s.log.Warn("store cursors", "user_id", u.id, "err", err)
 	}
 	cancel()
@@ -502,30 +500,42 @@ func (s *Service) releaseUser(u *userState) {
 	s.mu.Unlock()
 }
 
-// flushCursors stores pending receipts, then the positions of every online
-// user's devices that moved. Receipts go first so that a stored position
-// never covers an ack whose receipt was lost.
+// flushCursors stores the positions of every online user's devices that
+// moved. The positions are taken first, then the receipts queued by then
+// are stored, then the positions: a stored position never covers an ack
+// whose receipt was lost.
 func (s *Service) flushCursors(ctx context.Context) error {
-	if err := s.receipts.flushAll(ctx); err != nil {
-		return err
-	}
 	s.mu.RLock()
 	users := make([]*userState, 0, len(s.users))
 	for _, u := range s.users {
 		users = append(users, u)
 	}
 	s.mu.RUnlock()
-	var errs []error
+	type pending struct {
+		u    *userState
+		snap recordSnapshot
+	}
+	var todo []pending
 	for _, u := range users {
 		select {
 		case <-u.ready:
 		default:
 			continue
 		}
-		if u.err == nil && u.isDirty() {
-			if err := u.flush(ctx); err != nil {
-				errs = append(errs, err)
-			}
+		if u.err != nil {
+			continue
+		}
+		if snap, ok := u.snapshot(); ok {
+			todo = append(todo, pending{u, snap})
+		}
+	}
+	if err := s.receipts.flushAll(ctx); err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range todo {
+		if err := p.u.store(ctx, p.snap); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -178,7 +178,7 @@ func (u *userState) attach(d *Device) (old *Device, isNew bool) {
 		floor = c.Floor
 	}
 	if old != nil {
-		floor = max(floor, old.currentFloor())
+		floor = max(floor, old.storableFloor())
 	}
 	now := u.svc.cfg.Now().UnixMilli()
 	if c := u.rec.Devices[d.id]; c != nil {
@@ -208,7 +208,7 @@ func (u *userState) detach(d *Device) {
 	}
 	u.devs.Store(&next)
 	if c := u.rec.Devices[d.id]; c != nil {
-		c.Floor = max(c.Floor, d.currentFloor())
+		c.Floor = max(c.Floor, d.storableFloor())
 		c.Seen = u.svc.cfg.Now().UnixMilli()
 	}
 	u.gen++
@@ -231,12 +231,6 @@ func (u *userState) markDirty() {
 	u.mu.Lock()
 	u.gen++
 	u.mu.Unlock()
-}
-
-func (u *userState) isDirty() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.gen != u.saved
 }
 
 // ack is a message acknowledged by a device.
@@ -341,25 +335,48 @@ func (u *userState) pruneLocked() {
 	}
 }
 
-// flush stores the device record when it changed, merging with a record
-// written meanwhile by another node.
+// flush stores the device record when it changed, after the receipts
+// queued so far: see snapshot.
 func (u *userState) flush(ctx context.Context) error {
-	u.mu.Lock()
-	gen := u.gen
-	if gen == u.saved {
-		u.mu.Unlock()
+	snap, ok := u.snapshot()
+	if !ok {
 		return nil
+	}
+	if err := u.svc.receipts.flushAll(ctx); err != nil {
+		return err
+	}
+	return u.store(ctx, snap)
+}
+
+// recordSnapshot is a device record to store and the state it was taken at.
+type recordSnapshot struct {
+	rec deviceRecord
+	rev uint64
+	gen uint64
+}
+
+// snapshot takes the device record to store, or reports that nothing
+// changed. Store it only after storing the receipts queued so far: the
+// floors it holds cover no ack whose receipt is not queued yet.
+func (u *userState) snapshot() (recordSnapshot, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.gen == u.saved {
+		return recordSnapshot{}, false
 	}
 	for _, d := range u.devices() {
 		if c := u.rec.Devices[d.id]; c != nil {
-			c.Floor = max(c.Floor, d.currentFloor())
+			c.Floor = max(c.Floor, d.storableFloor())
 		}
 	}
 	u.pruneLocked()
-	rec := cloneRecord(u.rec)
-	rev := u.rev
-	u.mu.Unlock()
+	return recordSnapshot{rec: cloneRecord(u.rec), rev: u.rev, gen: u.gen}, true
+}
 
+// store writes a snapshot, merging with a record written meanwhile by
+// another node.
+func (u *userState) store(ctx context.Context, snap recordSnapshot) error {
+	rec, rev, gen := snap.rec, snap.rev, snap.gen
 	for attempt := 0; ; attempt++ {
 		data, err := json.Marshal(rec)
 		if err != nil {
