@@ -17,6 +17,11 @@ type Config struct {
 	// ReceiptDelay is how long receipts for one sender are collected before
 	// they are stored as one record. Longer means fewer stored writes.
 	ReceiptDelay time.Duration
+	// ReceiptSpacing is the least time between two receipt records stored
+	// for one user: a user whose messages are being acked all the time
+	// gets one record per ReceiptSpacing, holding all of them, while the
+	// first receipt after a quiet spell waits only ReceiptDelay.
+	ReceiptSpacing time.Duration
 	// CursorFlush is how often acknowledged positions are written to the
 	// device records. A crash loses at most this much progress, which
 	// shows as redelivery (never as loss).
@@ -37,7 +42,8 @@ func Defaults() Config {
 		Window:         4096,
 		ReadBatch:      512,
 		ReceiptDelay:   100 * time.Millisecond,
-		CursorFlush:    2 * time.Second,
+		ReceiptSpacing: time.Second,
+		CursorFlush:    10 * time.Second,
 		DeviceTTL:      90 * 24 * time.Hour,
 		PublishTimeout: 10 * time.Second,
 		ScanLimit:      50000,
@@ -56,6 +62,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ReceiptDelay == 0 {
 		c.ReceiptDelay = d.ReceiptDelay
 	}
+	if c.ReceiptSpacing == 0 {
+		c.ReceiptSpacing = d.ReceiptSpacing
+	}
 	if c.CursorFlush == 0 {
 		c.CursorFlush = d.CursorFlush
 	}
@@ -71,7 +80,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Now == nil {
 		c.Now = d.Now
 	}
-	if c.Window < 16 || c.ReadBatch < 1 || c.ReceiptDelay < 0 || c.CursorFlush < 0 || c.ScanLimit < 100 {
+	if c.Window < 16 || c.ReadBatch < 1 || c.ReceiptDelay < 0 || c.ReceiptSpacing < 0 || c.CursorFlush < 0 || c.ScanLimit < 100 {
 		return c, errors.New("delivery: window must be at least 16, read batch at least 1, scan limit at least 100, durations not negative")
 	}
 	return c, nil

@@ -383,3 +383,76 @@ func TestStoredFloorNeverCoversALostReceipt(t *testing.T) {
 		t.Fatalf("after the last ack the stored floor is %d, want at least %d", check(), p.seq)
 	}
 }
+
+// TestReceiptSpacingHoldsABusyTargetsReceipts checks the receipt batcher's
+// spacing: the first receipt to a user is stored after the short delay;
+// the ones that follow within the spacing wait and share one record; a
+// receipt to another user is not held by that.
+func TestReceiptSpacingHoldsABusyTargetsReceipts(t *testing.T) {
+	t.Parallel()
+	s, nc, _ := newService(t, Config{ReceiptDelay: time.Millisecond, ReceiptSpacing: time.Hour})
+	ctx := context.Background()
+	sink := newSink(0)
+	d, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLive(t, d.(*Device))
+	const n = 10
+	for i := 0; i < n; i++ {
+		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i), To: "bob", Body: "x"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.send(ctx, "carol", "phone", chat.SendRequest{CID: "c", To: "bob", Body: "x"}, false); err != nil {
+		t.Fatal(err)
+	}
+	ids := sink.ids(t, n+1)
+	records := func(user string) (recs [][]string) {
+		_, err := natsx.GetBatch(ctx, nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox(user), Seq: 1, Batch: 1000, MaxBytes: 1 << 20}, func(m *nats.Msg) error {
+			var body receiptsBody
+			if m.Header.Get(HdrKind) == KindReceipts && json.Unmarshal(m.Data, &body) == nil {
+				var msgs []string
+				for _, it := range body.Items {
+					msgs = append(msgs, it.Msg)
+				}
+				recs = append(recs, msgs)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	waitRecords := func(user string, want int) [][]string {
+		t.Helper()
+		for range 1000 {
+			if r := records(user); len(r) >= want {
+				return r
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("no %d receipt records for %s", want, user)
+		return nil
+	}
+	d.Ack(ids[:1])
+	if r := waitRecords("alice", 1); len(r) != 1 || len(r[0]) != 1 || r[0][0] != ids[0] {
+		t.Fatalf("first receipt records for alice: %v, want [[%s]]", r, ids[0])
+	}
+	d.Ack(ids[1:n])
+	d.Ack(ids[n:])
+	if r := waitRecords("carol", 1); len(r) != 1 || r[0][0] != ids[n] {
+		t.Fatalf("receipt records for carol: %v, want [[%s]] (not held by alice's spacing)", r, ids[n])
+	}
+	if r := records("alice"); len(r) != 1 {
+		t.Fatalf("alice got %d receipt records within the spacing, want the first only: %v", len(r), r)
+	}
+	if err := s.receipts.flushAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := records("alice")
+	if len(r) != 2 || len(r[1]) != n-1 {
+		t.Fatalf("after the flush alice has receipt records %v, want the first and one with the other %d", r, n-1)
+	}
+}

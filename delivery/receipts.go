@@ -25,9 +25,10 @@ type batcher struct {
 	svc *Service
 
 	mu      sync.Mutex
-	batches map[string]*rbatch // by target user
-	retry   []*rbatch          // batches whose store failed, stored again unchanged
-	full    chan struct{}      // a batch filled up: store now
+	batches map[string]*rbatch   // by target user
+	stored  map[string]time.Time // when a record was last stored for a target, for the last ReceiptSpacing
+	retry   []*rbatch            // batches whose store failed, stored again unchanged
+	full    chan struct{}        // a batch filled up: store now
 
 	pubMu sync.Mutex // one storing round at a time
 }
@@ -40,7 +41,7 @@ type rbatch struct {
 }
 
 func newBatcher(s *Service) *batcher {
-	return &batcher{svc: s, batches: map[string]*rbatch{}, full: make(chan struct{}, 1)}
+	return &batcher{svc: s, batches: map[string]*rbatch{}, stored: map[string]time.Time{}, full: make(chan struct{}, 1)}
 }
 
 // add queues a receipt for target's inbox.
@@ -86,9 +87,10 @@ func (b *batcher) flushAll(ctx context.Context) error {
 	return b.store(ctx, true)
 }
 
-// store writes the due batches (all of them when all is set). Batches that
-// fail to store are queued again with their ids, so a retry cannot
-// duplicate them.
+// store writes the due batches (all of them when all is set). A batch is
+// due when it is ReceiptDelay old and its target had no record stored in
+// the last ReceiptSpacing, or when it is full. Batches that fail to store
+// are queued again with their ids, so a retry cannot duplicate them.
 func (b *batcher) store(ctx context.Context, all bool) error {
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
@@ -96,10 +98,23 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 	b.mu.Lock()
 	due := b.retry
 	b.retry = nil
+	spacing := b.svc.cfg.ReceiptSpacing
 	for k, rb := range b.batches {
-		if all || len(rb.items) >= maxReceiptItems || now.Sub(rb.since) >= b.svc.cfg.ReceiptDelay {
+		ready := now.Sub(rb.since) >= b.svc.cfg.ReceiptDelay
+		if ready {
+			if last, ok := b.stored[k]; ok && now.Sub(last) < spacing {
+				ready = false
+			}
+		}
+		if all || ready || len(rb.items) >= maxReceiptItems {
 			due = append(due, rb)
 			delete(b.batches, k)
+			b.stored[k] = now
+		}
+	}
+	for k, last := range b.stored {
+		if now.Sub(last) >= spacing {
+			delete(b.stored, k)
 		}
 	}
 	b.mu.Unlock()

@@ -39,29 +39,29 @@ type serveFlags struct {
 	logs logFlags
 	svc  svcFlags // NATS credentials and backend services (services.go)
 
-	httpAddr     string
-	natsURL      string
-	natsListen   string
-	fsync        syncFlag
-	databaseURL  string
-	gatewayID    string
-	publicURL    string
-	enforce      bool
-	replicas     int
-	retention    time.Duration
-	dedupWindow  time.Duration
-	sendRate     float64
-	sendBurst    int
-	window       int
-	receiptDelay time.Duration
-	cursorFlush  time.Duration
-	shutdown     time.Duration
-	debugAddr    string
-	maxFollows   int
-	maxMembers   int
-	mediaMax     int64
-	mediaGrace   time.Duration
-	mediaKeep    time.Duration
+	httpAddr                     string
+	natsURL                      string
+	natsListen                   string
+	fsync                        syncFlag
+	databaseURL                  string
+	gatewayID                    string
+	publicURL                    string
+	enforce                      bool
+	replicas                     int
+	retention                    time.Duration
+	dedupWindow                  time.Duration
+	sendRate                     float64
+	sendBurst                    int
+	window                       int
+	receiptDelay, receiptSpacing time.Duration
+	cursorFlush                  time.Duration
+	shutdown                     time.Duration
+	debugAddr                    string
+	maxFollows                   int
+	maxMembers                   int
+	mediaMax                     int64
+	mediaGrace                   time.Duration
+	mediaKeep                    time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -87,7 +87,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.sendBurst, "send-burst", 60, "sends a user may make at once")
 	fs.IntVar(&f.window, "window", 4096, "records a device may hold unacknowledged before delivery to it pauses")
 	fs.DurationVar(&f.receiptDelay, "receipt-delay", 100*time.Millisecond, "how long receipts to one sender are batched into one stored record")
-	fs.DurationVar(&f.cursorFlush, "cursor-flush", 2*time.Second, "how often acknowledged positions are stored")
+	fs.DurationVar(&f.receiptSpacing, "receipt-spacing", time.Second, "least time between two receipt records stored for one user (a busy user's receipts share one record per spacing)")
+	fs.DurationVar(&f.cursorFlush, "cursor-flush", 10*time.Second, "how often acknowledged positions are stored (a crash redelivers at most this much)")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long a SIGTERM drain may take")
 	fs.IntVar(&f.maxMembers, "group-max-members", 1024, "most members a group may have")
 	fs.Int64Var(&f.mediaMax, "media-max-size", 100<<20, "largest media upload, in bytes")
@@ -232,9 +233,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	m := metrics.New()
 	dsvc, err := delivery.New(delivery.Config{
-		Window:       f.window,
-		ReceiptDelay: f.receiptDelay,
-		CursorFlush:  f.cursorFlush,
+		Window:         f.window,
+		ReceiptDelay:   f.receiptDelay,
+		ReceiptSpacing: f.receiptSpacing,
+		CursorFlush:    f.cursorFlush,
 	}, nc, js, res, gstore, m, log)
 	if err != nil {
 		return err
