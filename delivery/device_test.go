@@ -312,18 +312,8 @@ func TestStoredFloorNeverCoversALostReceipt(t *testing.T) {
 	t.Parallel()
 	s, nc, _ := newService(t, Config{ReceiptDelay: time.Hour, CursorFlush: time.Hour})
 	ctx := context.Background()
-	sink := newSink(0)
-	d, err := s.Connect(ctx, "bob", "phone", sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitLive(t, d.(*Device))
 	const n = 400
-	for i := 0; i < n; i++ {
-		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i), To: "bob", Body: "x"}, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d, sink := connectBobWithMessages(t, s, n)
 	ids := sink.ids(t, n)
 	done := make(chan struct{})
 	go func() {
@@ -392,18 +382,8 @@ func TestReceiptSpacingHoldsABusyTargetsReceipts(t *testing.T) {
 	t.Parallel()
 	s, nc, _ := newService(t, Config{ReceiptDelay: time.Millisecond, ReceiptSpacing: time.Hour})
 	ctx := context.Background()
-	sink := newSink(0)
-	d, err := s.Connect(ctx, "bob", "phone", sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitLive(t, d.(*Device))
 	const n = 10
-	for i := 0; i < n; i++ {
-		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i), To: "bob", Body: "x"}, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d, sink := connectBobWithMessages(t, s, n)
 	if _, err := s.send(ctx, "carol", "phone", chat.SendRequest{CID: "c", To: "bob", Body: "x"}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -455,4 +435,23 @@ func TestReceiptSpacingHoldsABusyTargetsReceipts(t *testing.T) {
 	if len(r) != 2 || len(r[1]) != n-1 {
 		t.Fatalf("after the flush alice has receipt records %v, want the first and one with the other %d", r, n-1)
 	}
+}
+
+// connectBobWithMessages connects bob's phone, live, and sends it n
+// messages from alice.
+func connectBobWithMessages(t *testing.T, s *Service, n int) (*Device, *chanSink) {
+	t.Helper()
+	ctx := context.Background()
+	sink := newSink(0)
+	d, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLive(t, d.(*Device))
+	for i := 0; i < n; i++ {
+		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i), To: "bob", Body: "x"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d.(*Device), sink
 }
