@@ -53,31 +53,40 @@ func (s *chanSink) Close(reason error) {
 }
 
 // ids waits until the sink holds n frames and returns their ids.
-func (s *chanSink) ids(t *testing.T, n int) []string {
+func (s *chanSink) ids(t testing.TB, n int) []string {
+	t.Helper()
+	s.wait(t, n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, f := range s.frames {
+		var v struct{ ID string }
+		json.Unmarshal(f, &v)
+		out = append(out, v.ID)
+	}
+	return out
+}
+
+// wait returns once the sink holds n frames.
+func (s *chanSink) wait(t testing.TB, n int) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
 		s.mu.Lock()
-		if len(s.frames) >= n {
-			var out []string
-			for _, f := range s.frames {
-				var v struct{ ID string }
-				json.Unmarshal(f, &v)
-				out = append(out, v.ID)
-			}
-			s.mu.Unlock()
-			return out
-		}
+		got := len(s.frames)
 		s.mu.Unlock()
+		if got >= n {
+			return
+		}
 		select {
 		case <-s.notify:
 		case <-deadline:
-			t.Fatalf("sink holds %d frames, want %d", len(s.frames), n)
+			t.Fatalf("sink holds %d frames, want %d", got, n)
 		}
 	}
 }
 
-func newService(t *testing.T, cfg Config) (*Service, *nats.Conn, jetstream.JetStream) {
+func newService(t testing.TB, cfg Config) (*Service, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	ns := natstest.RunJetStream(t)
 	nc, js := natstest.Connect(t, ns)
