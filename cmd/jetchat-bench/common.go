@@ -180,6 +180,7 @@ type latency struct {
 type serverStats struct {
 	RSS        float64 `json:"rss_bytes"`
 	HeapInuse  float64 `json:"heap_inuse_bytes"`
+	HeapLive   float64 `json:"heap_live_bytes"` // as the last GC found it
 	Goroutines float64 `json:"goroutines"`
 }
 
@@ -206,6 +207,8 @@ func scrape(ctx context.Context, base string) (serverStats, error) {
 			st.RSS = v
 		case "go_memstats_heap_inuse_bytes":
 			st.HeapInuse = v
+		case "go_gc_heap_live_bytes":
+			st.HeapLive = v
 		case "go_goroutines":
 			st.Goroutines = v
 		}

@@ -20,6 +20,7 @@ type mixedSample struct {
 	AtS        float64 `json:"at_s"`
 	RSS        float64 `json:"rss_bytes"`
 	HeapInuse  float64 `json:"heap_inuse_bytes"`
+	HeapLive   float64 `json:"heap_live_bytes"`
 	Goroutines float64 `json:"goroutines"`
 }
 
@@ -290,9 +291,9 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case <-sampleTick.C:
 		}
 		if st, err := scrape(ctx, c.url); err == nil {
-			samples = append(samples, mixedSample{AtS: time.Since(start).Seconds(), RSS: st.RSS, HeapInuse: st.HeapInuse, Goroutines: st.Goroutines})
-			fmt.Fprintf(stderr, "%5.0fs sent=%d deliveries=%d receipts=%d media=%d reconnects=%d errors=%d rss=%s heap=%s goroutines=%.0f\n",
-				time.Since(start).Seconds(), sent.Load(), deliveries.Load(), receipts.Load(), media.Load(), reconnects.Load(), errs.Load(), mib(st.RSS), mib(st.HeapInuse), st.Goroutines)
+			samples = append(samples, mixedSample{AtS: time.Since(start).Seconds(), RSS: st.RSS, HeapInuse: st.HeapInuse, HeapLive: st.HeapLive, Goroutines: st.Goroutines})
+			fmt.Fprintf(stderr, "%5.0fs sent=%d deliveries=%d receipts=%d media=%d reconnects=%d errors=%d rss=%s heap=%s live=%s goroutines=%.0f\n",
+				time.Since(start).Seconds(), sent.Load(), deliveries.Load(), receipts.Load(), media.Load(), reconnects.Load(), errs.Load(), mib(st.RSS), mib(st.HeapInuse), mib(st.HeapLive), st.Goroutines)
 		}
 		for _, u := range us {
 			if rand.Float64() >= *churn {
@@ -392,6 +393,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rows = append(rows,
 			[2]string{"server RSS", fmt.Sprintf("%s at %.0fs → %s at %.0fs", mib(a.RSS), a.AtS, mib(b.RSS), b.AtS)},
 			[2]string{"server heap in use", fmt.Sprintf("%s → %s", mib(a.HeapInuse), mib(b.HeapInuse))},
+			[2]string{"server live heap (last GC)", fmt.Sprintf("%s → %s", mib(a.HeapLive), mib(b.HeapLive))},
 			[2]string{"server goroutines", fmt.Sprintf("%.0f → %.0f", a.Goroutines, b.Goroutines)})
 	}
 	report(stdout, c.jsonOut, res, rows)

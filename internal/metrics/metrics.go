@@ -6,6 +6,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"regexp"
 )
 
 // Metrics holds every collector.
@@ -65,7 +66,11 @@ func New() *Metrics {
 			Name: "jetchat_slow_sessions_closed_total", Help: "Sessions closed because their send queue was full."}),
 	}
 	r.MustRegister(
-		collectors.NewGoCollector(),
+		// go_gc_heap_live_bytes: the heap the last GC found live, the
+		// figure that shows whether memory holds steady (heap in use
+		// swings with the garbage between collections).
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.FramesIn, m.FramesOut, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
 		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed,
