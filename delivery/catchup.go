@@ -1,8 +1,6 @@
 package delivery
 
 import (
-	"context"
-	"errors"
 	"sort"
 	"time"
 
@@ -17,13 +15,8 @@ type readState struct {
 	from    uint64
 	until   uint64
 	recs    []*record
-	n       int  // records read in this batch (kept in recs, or pushed as they came)
 	more    bool // the batch was full: records after it were not read
 }
-
-// errInterrupted ends a streamed batch read whose delivery stopped or whose
-// sources changed.
-var errInterrupted = errors.New("catch-up interrupted")
 
 // catchUp reads the device's sources from the log and delivers their
 // records merged in stream order, then hands over to live delivery without
@@ -39,9 +32,7 @@ var errInterrupted = errors.New("catch-up interrupted")
 // they are among the live records the hand-over delivers in order. And
 // when a source's batch was full, the round only delivers records up to the
 // end of that batch: another source's later records could otherwise
-// overtake records of this one not yet read. With one source (a user in no
-// group) there is nothing to merge: its records are delivered as they
-// arrive, while the rest of the batch is still on its way.
+// overtake records of this one not yet read.
 func (d *Device) catchUp() {
 	defer d.svc.wg.Done()
 	ctx := d.svc.ctx
@@ -59,38 +50,15 @@ func (d *Device) catchUp() {
 		d.mu.Unlock()
 
 		var err error
-		more, reshape := false, false
-		if len(states) == 1 {
-			st := states[0]
-			outcome := pushed
-			err = d.readBatch(st, func(r *record) error {
-				if outcome = d.pushCatchUp(ctx, r); outcome != pushed {
-					return errInterrupted
-				}
-				return nil
-			})
-			if errors.Is(err, errInterrupted) {
-				if outcome != reshaped {
-					return
-				}
-				err, reshape = nil, true
-			}
-			more = st.more
-		} else {
-			var snapshot uint64
+		snapshot := ^uint64(0)
+		if len(states) > 1 {
 			snapshot, err = d.svc.lastLogSeq(ctx)
-			for _, st := range states {
-				if err != nil {
-					break
-				}
-				err = d.readBatch(st, nil)
+		}
+		for _, st := range states {
+			if err != nil {
+				break
 			}
-			if err == nil {
-				var ok bool
-				if more, reshape, ok = d.pushMerged(ctx, states, snapshot); !ok {
-					return
-				}
-			}
+			err = d.readBatch(st)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -106,6 +74,45 @@ func (d *Device) catchUp() {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+
+		horizon := snapshot
+		more := false
+		var merged []*record
+		for _, st := range states {
+			if st.more {
+				more = true
+				horizon = min(horizon, st.recs[len(st.recs)-1].seq)
+			}
+			merged = append(merged, st.recs...)
+		}
+		sort.Slice(merged, func(i, j int) bool { return merged[i].seq < merged[j].seq })
+
+		reshape := false
+		for _, r := range merged {
+			if r.seq > horizon {
+				break
+			}
+			if err := d.sink.WaitRoom(ctx); err != nil {
+				return
+			}
+			d.mu.Lock()
+			if d.mode != modeCatchUp {
+				d.mu.Unlock()
+				return
+			}
+			res := pushed
+			if src := d.sourceLocked(r); src != nil {
+				res = d.pushLocked(src, r)
+			}
+			d.mu.Unlock()
+			if res == stopped {
+				return
+			}
+			if res == reshaped {
+				reshape = true // sources changed: read them again from here
+				break
+			}
+		}
 		if more || reshape {
 			continue
 		}
@@ -134,57 +141,8 @@ func (d *Device) catchUp() {
 	}
 }
 
-// pushMerged delivers the records the sources' batches hold, merged in
-// stream order, up to the horizon: the log's last sequence as of the
-// snapshot, and the end of any batch that was full. It reports whether
-// more is to be read, whether the sources changed, and false when
-// delivery stopped.
-func (d *Device) pushMerged(ctx context.Context, states []*readState, snapshot uint64) (more, reshape, ok bool) {
-	horizon := snapshot
-	var merged []*record
-	for _, st := range states {
-		if st.more {
-			more = true
-			horizon = min(horizon, st.recs[len(st.recs)-1].seq)
-		}
-		merged = append(merged, st.recs...)
-	}
-	sort.Slice(merged, func(i, j int) bool { return merged[i].seq < merged[j].seq })
-	for _, r := range merged {
-		if r.seq > horizon {
-			break
-		}
-		switch d.pushCatchUp(ctx, r) {
-		case stopped:
-			return more, false, false
-		case reshaped:
-			return more, true, true // sources changed: read them again from here
-		}
-	}
-	return more, false, true
-}
-
-// pushCatchUp delivers one record read from the log.
-func (d *Device) pushCatchUp(ctx context.Context, r *record) pushResult {
-	if err := d.sink.WaitRoom(ctx); err != nil {
-		return stopped
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.mode != modeCatchUp {
-		return stopped
-	}
-	if src := d.sourceLocked(r); src != nil {
-		return d.pushLocked(src, r)
-	}
-	return pushed
-}
-
-// readBatch reads one batch of st's subject. Each record is given to each
-// as it arrives, or kept in st.recs when each is nil; an error from each
-// ends the read and is returned.
-func (d *Device) readBatch(st *readState, each func(*record) error) error {
-	st.recs, st.n, st.more = st.recs[:0], 0, false
+// readBatch reads one batch of st's subject.
+func (d *Device) readBatch(st *readState) error {
 	if st.until != 0 && st.from >= st.until {
 		return nil
 	}
@@ -197,20 +155,15 @@ func (d *Device) readBatch(st *readState, each func(*record) error) error {
 			// No frames: passed over, but counted as read.
 			r = &record{seq: natsx.Seq(m), subject: m.Header.Get(natsx.HdrSubject), group: m.Header.Get(HdrGroup)}
 		}
-		if st.until != 0 && r.seq >= st.until {
-			return nil
+		if st.until == 0 || r.seq < st.until {
+			st.recs = append(st.recs, r)
 		}
-		st.n++
-		if each != nil {
-			return each(r)
-		}
-		st.recs = append(st.recs, r)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	st.more = res.Pending > 0 && st.n > 0 && (st.until == 0 || res.Last < st.until)
+	st.more = res.Pending > 0 && len(st.recs) > 0 && (st.until == 0 || res.Last < st.until)
 	return nil
 }
 
