@@ -378,24 +378,33 @@ func ringOf(gws ...*gatewayProc) *ring.Ring {
 	return ring.New(ms)
 }
 
-// waitRoutes waits until every gateway answers GET /v1/route for user with
-// want's owner.
+// waitRoutes waits until every gateway answers GET /v1/route as r does, for
+// user and for a user of each of r's members: until every gateway sees r.
 func waitRoutes(t *testing.T, r *ring.Ring, user string, gws ...*gatewayProc) {
 	t.Helper()
-	want, _ := r.Owner(user)
+	// One probe per member as well: a gateway that does not see a member
+	// yet could still route user right by chance, but not the user that
+	// member owns.
+	users := []string{user}
+	for _, m := range r.Members() {
+		users = append(users, userOn(t, r, m.ID, "probe-"+m.ID+"-"))
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for _, g := range gws {
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			rt, err := (&client.API{BaseURL: g.base(), Token: clusterToken(t, user, "")}).Route(ctx)
-			cancel()
-			if err == nil && rt.Gateway == want.ID && rt.URL == want.URL {
-				break
+		for _, u := range users {
+			want, _ := r.Owner(u)
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				rt, err := (&client.API{BaseURL: g.base(), Token: clusterToken(t, u, "")}).Route(ctx)
+				cancel()
+				if err == nil && rt.Gateway == want.ID && rt.URL == want.URL {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("route of %s at %s = %+v, %v; want %+v", u, g.id, rt, err, want)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("route of %s at %s = %+v, %v; want %+v", user, g.id, rt, err, want)
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }
