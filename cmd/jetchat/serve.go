@@ -275,6 +275,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}},
 		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
+		// Until the live gateways are loaded the ring is empty and routing
+		// fails open (every user is this gateway's): not ready for traffic.
+		{Name: "gateways", Check: func(context.Context) error {
+			select {
+			case <-reg.Ready():
+				return nil
+			default:
+				return errors.New("the live gateways are not loaded yet")
+			}
+		}},
 	}}, m, log)
 	if err != nil {
 		return err
