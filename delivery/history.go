@@ -322,8 +322,8 @@ func (s *Service) scanReceipts(ctx context.Context, user string, seq uint64, msg
 			if m.Header.Get(HdrKind) != KindReceipts || !bytes.Contains(m.Data, []byte(`"`+msgID+`"`)) {
 				return nil
 			}
-			var b receiptsBody
-			if json.Unmarshal(m.Data, &b) != nil {
+			b, err := decodeReceiptsBody(m.Data)
+			if err != nil {
 				return nil
 			}
 			for _, it := range b.Items {

@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -134,7 +133,7 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 	var errs []error
 	start := time.Now()
 	for i, rb := range recs {
-		data, err := json.Marshal(receiptsBody{Type: "receipts", Items: rb.items})
+		data, err := marshalReceipts(rb.items)
 		if err != nil {
 			return err
 		}
@@ -184,4 +183,9 @@ func statusRank(s string) int {
 		return 1
 	}
 	return 0
+}
+
+// marshalReceipts is the stored JSON of a receipts record.
+func marshalReceipts(items []receiptItem) ([]byte, error) {
+	return appendReceiptsBody(make([]byte, 0, 64+len(items)*72), items), nil
 }

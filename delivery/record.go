@@ -1,7 +1,6 @@
 package delivery
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -243,16 +242,21 @@ func decodeRecord(m *nats.Msg, live bool) (*record, error) {
 			return nil, fmt.Errorf("record %d: malformed membership notice", seq)
 		}
 	case KindReceipts:
-		var b receiptsBody
-		if err := json.Unmarshal(m.Data, &b); err != nil {
+		b, err := decodeReceiptsBody(m.Data)
+		if err != nil {
 			return nil, fmt.Errorf("record %d: malformed receipts: %w", seq, err)
 		}
 		if len(b.Items) > maxReceiptItems {
 			b.Items = b.Items[:maxReceiptItems]
 		}
+		// One buffer for all the frames (each capped, so none grows into
+		// the next).
 		r.frames = make([][]byte, len(b.Items))
+		buf := make([]byte, 0, len(m.Data)+len(b.Items)*48)
 		for i, it := range b.Items {
-			r.frames[i] = wire.AppendReceipt(nil, receiptID(seq, i), it.Msg, it.Status, it.By, it.TS)
+			start := len(buf)
+			buf = wire.AppendReceipt(buf, receiptID(seq, i), it.Msg, it.Status, it.By, it.TS)
+			r.frames[i] = buf[start:len(buf):len(buf)]
 		}
 	default:
 		return nil, fmt.Errorf("record %d: unknown kind %q", seq, r.kind)

@@ -64,3 +64,16 @@ func BenchmarkDecodeRecord(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkMarshalReceipts(b *testing.B) {
+	items := make([]receiptItem, 64)
+	for i := range items {
+		items[i] = receiptItem{Msg: "m" + strconv.Itoa(1000+i), Status: "delivered", By: "bob", TS: 1795775914762}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := marshalReceipts(items); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
