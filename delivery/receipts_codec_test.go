@@ -64,9 +64,9 @@ func TestReceiptsBodyFastPath(t *testing.T) {
 	}
 	for _, in := range []string{
 		`{"type":"receipts","items":[{"msg":"m\"1","status":"read","by":"b","ts":1}]}`, // escape
-		`{"type":"receipts","items":[{"msg":"m1","status":"read","by":"b","ts":1.5}]}`,  // not an integer
-		`{"type":"receipts", "items":[]}`,                                               // space
-		`{"type":"receipts","items":[]} `,                                               // trailing space
+		`{"type":"receipts","items":[{"msg":"m1","status":"read","by":"b","ts":1.5}]}`, // not an integer
+		`{"type":"receipts", "items":[]}`,                                              // space
+		`{"type":"receipts","items":[]} `,                                              // trailing space
 	} {
 		if _, ok := scanReceiptsBody([]byte(in)); ok {
 			t.Errorf("fast path accepted %s", in)
