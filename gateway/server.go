@@ -41,7 +41,9 @@ type Config struct {
 	// that answers nothing for PingInterval+PongWait is dropped.
 	PingInterval time.Duration
 	PongWait     time.Duration
-	// WriteTimeout bounds one write to a client.
+	// WriteTimeout bounds writing to a client: a batch of frames fails when
+	// it is not written by a deadline between WriteTimeout/2 and
+	// WriteTimeout after it started.
 	WriteTimeout time.Duration
 	// RequestTimeout bounds the storage calls of one frame or request.
 	RequestTimeout time.Duration

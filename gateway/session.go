@@ -73,6 +73,7 @@ type session struct {
 	closeText string
 	room      chan struct{} // made by a waiter, closed when the queue drains
 	dead      bool          // the connection failed or was closed
+	wdl       int64         // the write deadline in force (Unix ns); only the writer touches it
 	held      bool          // nothing is written until the device is attached
 	inq       []*bytes.Buffer
 	working   bool
@@ -474,8 +475,9 @@ func (ss *session) write() {
 		}
 		ss.mu.Unlock()
 
-		deadline := time.Now().Add(ss.srv.cfg.WriteTimeout)
+		now := time.Now()
 		if sendClose {
+			deadline := now.Add(ss.srv.cfg.WriteTimeout)
 			// The reader ends the connection when the client answers, or
 			// after closeGrace.
 			ss.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
@@ -484,7 +486,14 @@ func (ss *session) write() {
 			ss.mu.Unlock()
 			return
 		}
-		ss.conn.SetWriteDeadline(deadline)
+		// Each batch gets at least half of WriteTimeout: the deadline is
+		// renewed only once half of it has passed, which spares a busy
+		// session a timer update per batch.
+		if ss.wdl-now.UnixNano() < int64(ss.srv.cfg.WriteTimeout/2) {
+			ss.wdl = now.Add(ss.srv.cfg.WriteTimeout).UnixNano()
+			ss.conn.SetWriteDeadline(time.Unix(0, ss.wdl))
+		}
+		deadline := time.Unix(0, ss.wdl)
 		if len(batch) > 1 {
 			ss.cork.Cork()
 		}
