@@ -1,6 +1,9 @@
 package wire
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // scanRaw is the fast path of Decode: it reads a frame whose values are
 // plain strings (no escapes) or arrays of them into r, and reports false for
@@ -61,6 +64,14 @@ func scanRaw(data []byte, r *raw) bool {
 				r.Users = &list
 			}
 		default:
+			// encoding/json matches keys without regard to case (Unicode
+			// simple folding, as strings.EqualFold): "tYpe" is the type.
+			// Such a key goes to the slow path.
+			for _, known := range knownKeys {
+				if strings.EqualFold(key, known) {
+					return false
+				}
+			}
 			// An unknown field: skip a plain string; anything else goes
 			// to the slow path.
 			if _, ok := p.str(); !ok {
@@ -77,6 +88,9 @@ func scanRaw(data []byte, r *raw) bool {
 		return false
 	}
 }
+
+// knownKeys are the keys scanRaw reads.
+var knownKeys = [...]string{"type", "cid", "to", "group", "body", "media", "ids", "users"}
 
 type scanner struct {
 	b []byte
