@@ -234,16 +234,25 @@ func (r *Registry) ResumeHeartbeats() { r.killed.Store(false) }
 // Run registers the gateway, then heartbeats and watches the registry until
 // ctx ends; then it writes the gateway's stopped entry (unless
 // StopHeartbeats was called) and returns nil. It returns an error when the
-// first registration or the first watch fails. Run may be called once.
+// first registration or the first watch still fails after 30 s of retries.
+// Run may be called once.
 func (r *Registry) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("registry: Run called twice")
 	}
 	defer r.closeSubs()
-	if err := r.beat(ctx, false); err != nil {
+	// A bucket just made on a fresh cluster may not answer until its
+	// replicas have elected a leader: the first registration and watch are
+	// retried for a while before the gateway gives up.
+	if err := r.retryStart(ctx, "register gateway", func() error { return r.beat(ctx, false) }); err != nil {
 		return fmt.Errorf("registry: register gateway %s: %w", r.self.ID, err)
 	}
-	w, stopWatch, err := r.watch(ctx)
+	var w jetstream.KeyWatcher
+	var stopWatch func()
+	err := r.retryStart(ctx, "watch the registry", func() (err error) {
+		w, stopWatch, err = r.watch(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("registry: watch bucket %s: %w", r.kv.Bucket(), err)
 	}
@@ -343,6 +352,32 @@ func (r *Registry) watch(ctx context.Context) (jetstream.KeyWatcher, func(), err
 	}
 	var once sync.Once
 	return w, func() { once.Do(func() { w.Stop(); cancel() }) }, nil
+}
+
+// startTimeout bounds the retries of Run's first registration and watch.
+const startTimeout = 30 * time.Second
+
+// retryStart calls f until it succeeds, ctx ends or startTimeout has
+// passed, waiting a growing pause between tries; it returns f's last error.
+func (r *Registry) retryStart(ctx context.Context, what string, f func() error) error {
+	deadline := time.Now().Add(startTimeout)
+	pause := 100 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().Add(pause).After(deadline) {
+			return err
+		}
+		r.log.Warn("registry not answering yet, retrying", "action", what, "err", err, "retry_in", pause)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
 }
 
 // rewatch retries watch every second until it works or ctx ends.

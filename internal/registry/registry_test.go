@@ -334,3 +334,62 @@ func TestRegistryBackAfterAPartition(t *testing.T) {
 		t.Errorf("State(gw-b) = %v, want alive", st)
 	}
 }
+
+// TestRegistryStartWaitsForTheBucket starts a registry whose bucket does not
+// answer yet (as a just-made bucket of a fresh cluster may not): Run keeps
+// trying to register and becomes ready once the bucket is back, instead of
+// failing the gateway.
+func TestRegistryStartWaitsForTheBucket(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	js, kv := bucket(t, ns)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	info, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.CachedInfo().Config
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	r, err := registry.New(fast, js, kv, registry.Gateway{ID: "gw-late", URL: "ws://gw-late/v1/ws"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	ended := false // Run's result was taken
+	defer func() {
+		stop()
+		if ended {
+			return
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case err := <-done:
+		ended = true
+		t.Fatalf("Run ended while the bucket was missing: %v", err)
+	case <-r.Ready():
+		t.Fatal("ready without a bucket")
+	case <-time.After(700 * time.Millisecond):
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.Ready():
+	case err := <-done:
+		ended = true
+		t.Fatalf("Run ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not ready 10 s after the bucket came back")
+	}
+	if live := r.Live(); len(live) != 1 || live[0].ID != "gw-late" {
+		t.Fatalf("live set %v, want gw-late", ids(live))
+	}
+}
