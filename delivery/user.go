@@ -123,6 +123,16 @@ func (u *userState) load(ctx context.Context) error {
 // refresh merges the stored record into this state: a device that moved
 // here from another node brings the position that node stored.
 func (u *userState) refresh(ctx context.Context) error {
+	// A notice can arrive while the state is still loading: merge into the
+	// loaded state, never under the load.
+	select {
+	case <-u.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if u.err != nil {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	e, err := u.svc.kv.Get(ctx, u.id)
