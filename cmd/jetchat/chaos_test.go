@@ -579,14 +579,20 @@ func (s *chaosSim) membersFor(r *sentRec) []*simUser {
 	return out
 }
 
-// missing lists the (message, device) deliveries not seen yet.
-func (s *chaosSim) missing() []string {
+// sentRecs returns the messages sent so far.
+func (s *chaosSim) sentRecs() []*sentRec {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	recs := make([]*sentRec, 0, len(s.sent))
 	for _, r := range s.sent {
 		recs = append(recs, r)
 	}
-	s.mu.Unlock()
+	return recs
+}
+
+// missing lists the (message, device) deliveries not seen yet.
+func (s *chaosSim) missing() []string {
+	recs := s.sentRecs()
 	var out []string
 	for _, r := range recs {
 		for _, d := range s.expected(r) {
@@ -617,12 +623,7 @@ func (s *chaosSim) waitDelivered(ctx context.Context, timeout time.Duration) []s
 // recipient of a message other than its sender owes one, to every device
 // of the sender.
 func (s *chaosSim) missingReceipts() []string {
-	s.mu.Lock()
-	recs := make([]*sentRec, 0, len(s.sent))
-	for _, r := range s.sent {
-		recs = append(recs, r)
-	}
-	s.mu.Unlock()
+	recs := s.sentRecs()
 	var out []string
 	for _, r := range recs {
 		var by []string
@@ -654,12 +655,7 @@ func (s *chaosSim) missingReceipts() []string {
 // was stored but did not reach the sender's devices; "sent" that it was
 // never made.
 func (s *chaosSim) explainReceipts(ctx context.Context, n int) {
-	s.mu.Lock()
-	recs := make([]*sentRec, 0, len(s.sent))
-	for _, r := range s.sent {
-		recs = append(recs, r)
-	}
-	s.mu.Unlock()
+	recs := s.sentRecs()
 	for _, r := range recs {
 		if n == 0 {
 			return

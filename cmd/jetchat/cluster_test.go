@@ -32,32 +32,10 @@ import (
 // testSecret is the HS256 secret every gateway of a test cluster shares.
 const testSecret = "jetchat-cluster-test-secret-0123456789abcdef"
 
-// natsServerBinary builds nats-server (the version in go.mod) once per test
-// binary.
-var natsBuild struct {
-	sync.Once
-	path string
-	err  error
-}
-
+// natsServerBinary is nats-server (the version in go.mod), built once per
+// test binary.
 func natsServerBinary(t *testing.T) string {
-	t.Helper()
-	natsBuild.Do(func() {
-		dir, err := os.MkdirTemp("", "jetchat-nats-server")
-		if err != nil {
-			natsBuild.err = err
-			return
-		}
-		natsBuild.path = filepath.Join(dir, "nats-server")
-		out, err := exec.Command("go", "build", "-o", natsBuild.path, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			natsBuild.err = fmt.Errorf("go build nats-server: %v\n%s", err, out)
-		}
-	})
-	if natsBuild.err != nil {
-		t.Fatal(natsBuild.err)
-	}
-	return natsBuild.path
+	return goBuild(t, "github.com/nats-io/nats-server/v2", "nats-server")
 }
 
 // natsNode is one nats-server process of a test cluster.

@@ -169,32 +169,38 @@ func TestServeRefusesATakenNATSPort(t *testing.T) {
 	}
 }
 
-// buildBinary builds cmd/jetchat once per test binary.
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
+// goBuilds holds the binaries built for this test binary, by package.
+var goBuilds struct {
+	sync.Mutex
+	paths map[string]string
 }
 
-func binary(t *testing.T) string {
+// goBuild builds pkg into a temporary folder once per test binary and
+// returns the binary's path.
+func goBuild(t *testing.T, pkg, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "jetchat-bin")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "jetchat")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
-		if err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
+	goBuilds.Lock()
+	defer goBuilds.Unlock()
+	if p, ok := goBuilds.paths[pkg]; ok {
+		return p
 	}
-	return buildOnce.path
+	dir, err := os.MkdirTemp("", "jetchat-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", path, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	if goBuilds.paths == nil {
+		goBuilds.paths = map[string]string{}
+	}
+	goBuilds.paths[pkg] = path
+	return path
 }
+
+// binary is cmd/jetchat, built once per test binary.
+func binary(t *testing.T) string { return goBuild(t, ".", "jetchat") }
 
 func freePort(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
