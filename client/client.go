@@ -213,31 +213,9 @@ func (c *Conn) readLoop() {
 	c.ws.Close()
 }
 
-// anyFrame holds every field of every server frame, so a frame is parsed
-// once whatever its type.
-type anyFrame struct {
-	Type     string `json:"type"`
-	ID       string `json:"id"`
-	CID      string `json:"cid"`
-	From     string `json:"from"`
-	To       string `json:"to"`
-	Group    string `json:"group"`
-	Body     string `json:"body"`
-	Media    string `json:"media"`
-	TS       int64  `json:"ts"`
-	Msg      string `json:"msg"`
-	Status   string `json:"status"`
-	By       string `json:"by"`
-	User     string `json:"user"`
-	Online   bool   `json:"online"`
-	LastSeen int64  `json:"last_seen"`
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-}
-
 func (c *Conn) dispatch(data []byte) {
-	var a anyFrame
-	if err := json.Unmarshal(data, &a); err != nil {
+	var a wire.ServerFrame
+	if err := wire.DecodeServer(data, &a); err != nil {
 		return
 	}
 	f := &Frame{Type: a.Type, Raw: data}

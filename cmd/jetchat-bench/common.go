@@ -138,12 +138,47 @@ func (c *common) dialAll(ctx context.Context, users []string, tokens func(string
 type hist struct {
 	mu sync.Mutex
 	ns []int64
+	at []int64 // when each sample was taken (Unix ns), for timeline
 }
 
 func (h *hist) add(d time.Duration) {
+	now := time.Now().UnixNano()
 	h.mu.Lock()
 	h.ns = append(h.ns, int64(d))
+	h.at = append(h.at, now)
 	h.mu.Unlock()
+}
+
+// timeline writes one line per step of the run: the samples taken in it,
+// their p50, p99 and max. It shows whether a tail is spread evenly or comes
+// in bursts.
+func (h *hist) timeline(w io.Writer, step time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.at) == 0 {
+		return
+	}
+	start := h.at[0]
+	for _, t := range h.at {
+		start = min(start, t)
+	}
+	buckets := map[int64][]int64{}
+	last := int64(0)
+	for i, t := range h.at {
+		b := (t - start) / int64(step)
+		buckets[b] = append(buckets[b], h.ns[i])
+		last = max(last, b)
+	}
+	for b := int64(0); b <= last; b++ {
+		s := buckets[b]
+		if len(s) == 0 {
+			continue
+		}
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		q := func(p float64) float64 { return float64(s[int(p*float64(len(s)-1))]) / 1e6 }
+		fmt.Fprintf(w, "%8.2fs n=%5d p50=%7.1fms p99=%7.1fms max=%7.1fms\n",
+			(time.Duration(b) * step).Seconds(), len(s), q(.5), q(.99), q(1))
+	}
 }
 
 // summary returns count and percentiles in milliseconds.

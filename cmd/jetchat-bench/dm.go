@@ -59,6 +59,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	drain := fs.Duration("drain", 15*time.Second, "how long to wait for the last deliveries")
 	bodySize := fs.Int("body", 100, "message body size in bytes")
 	ackLinger := fs.Duration("ack-linger", 20*time.Millisecond, "how long a client collects received ids before acking them in one frame (as an app acks what it stored)")
+	timeline := fs.Duration("timeline", 0, "if set, print send → delivery p50/p99/max per step of this length to stderr at the end (shows whether the tail comes in bursts)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -291,6 +292,10 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	sentMu.Unlock()
 	_ = deliveredAtEnd
+	if *timeline > 0 {
+		fmt.Fprintln(stderr, "send → delivery by time of delivery:")
+		toDeliv.timeline(stderr, *timeline)
+	}
 	res := dmResult{
 		Scenario: "dm", Users: *users, OfferedRate: *rate, DurationS: elapsed.Seconds(),
 		Sent: sent.Load(), Delivered: delivered.Load(), DeliveredPS: float64(sentAtEnd) / elapsed.Seconds(),

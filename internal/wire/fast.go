@@ -12,26 +12,8 @@ import (
 // reads exactly as encoding/json would (a repeated key keeps its last value).
 func scanRaw(data []byte, r *raw) bool {
 	p := scanner{b: data}
-	p.space()
-	if !p.eat('{') {
-		return false
-	}
-	p.space()
-	if p.eat('}') {
-		return p.end()
-	}
-	for {
-		p.space()
-		k, ok := p.str()
-		if !ok {
-			return false
-		}
+	return p.object(func(k []byte) bool {
 		key := string(k) // does not allocate in the switch below
-		p.space()
-		if !p.eat(':') {
-			return false
-		}
-		p.space()
 		switch key {
 		case "type", "cid", "to", "group", "body", "media":
 			v, ok := p.str()
@@ -67,10 +49,8 @@ func scanRaw(data []byte, r *raw) bool {
 			// encoding/json matches keys without regard to case (Unicode
 			// simple folding, as strings.EqualFold): "tYpe" is the type.
 			// Such a key goes to the slow path.
-			for _, known := range knownKeys {
-				if strings.EqualFold(key, known) {
-					return false
-				}
+			if foldsTo(key, knownKeys[:]) {
+				return false
 			}
 			// An unknown field: skip a plain string; anything else goes
 			// to the slow path.
@@ -78,15 +58,18 @@ func scanRaw(data []byte, r *raw) bool {
 				return false
 			}
 		}
-		p.space()
-		if p.eat(',') {
-			continue
+		return true
+	})
+}
+
+// foldsTo reports whether key equals one of known without regard to case.
+func foldsTo(key string, known []string) bool {
+	for _, k := range known {
+		if strings.EqualFold(key, k) {
+			return true
 		}
-		if p.eat('}') {
-			return p.end()
-		}
-		return false
 	}
+	return false
 }
 
 // knownKeys are the keys scanRaw reads.
@@ -114,6 +97,44 @@ func (p *scanner) eat(c byte) bool {
 		return true
 	}
 	return false
+}
+
+// object reads a whole JSON object: for each key it calls value, which
+// must read the key's value and report whether it could. object reports
+// false when value does, or the object is malformed or followed by more
+// than white space.
+func (p *scanner) object(value func(key []byte) bool) bool {
+	p.space()
+	if !p.eat('{') {
+		return false
+	}
+	p.space()
+	if p.eat('}') {
+		return p.end()
+	}
+	for {
+		p.space()
+		k, ok := p.str()
+		if !ok {
+			return false
+		}
+		p.space()
+		if !p.eat(':') {
+			return false
+		}
+		p.space()
+		if !value(k) {
+			return false
+		}
+		p.space()
+		if p.eat(',') {
+			continue
+		}
+		if p.eat('}') {
+			return p.end()
+		}
+		return false
+	}
 }
 
 // end accepts only trailing white space.
