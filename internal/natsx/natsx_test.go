@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/jetchat/jetchat/internal/natstest"
@@ -139,5 +140,65 @@ func TestPublishAgainstJetStream(t *testing.T) {
 	}
 	if _, err := natsx.Publish(nc, nats.NewMsg("nobody.listens"), time.Second); !errors.Is(err, nats.ErrNoResponders) || !natsx.Retryable(err) {
 		t.Errorf("Publish without a stream: %v, want retryable ErrNoResponders", err)
+	}
+}
+
+// TestEnsureWaitsForJetStream starts Ensure against a server whose JetStream
+// is not answering yet (as in a cluster still electing its leader) and
+// turns JetStream on a second later: Ensure must keep asking and succeed,
+// not fail on the first unanswered request.
+func TestEnsureWaitsForJetStream(t *testing.T) {
+	t.Parallel()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	_, js := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := natsx.Ensure(ctx, js, natsx.DefaultSettings())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Ensure returned before JetStream was on: %v", err)
+	case <-time.After(time.Second):
+	}
+	if err := s.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Ensure after JetStream came up: %v", err)
+	}
+	if _, err := js.Stream(ctx, natsx.StreamMsgs); err != nil {
+		t.Errorf("the message log: %v", err)
+	}
+}
+
+// TestEnsureRefusesABadConfigAtOnce: an error no retry can fix is returned
+// without waiting for ctx.
+func TestEnsureRefusesABadConfigAtOnce(t *testing.T) {
+	t.Parallel()
+	s := natstest.RunJetStream(t)
+	_, js := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := natsx.Ensure(ctx, js, natsx.Settings{Replicas: 3})
+	if err == nil {
+		t.Fatal("Ensure with 3 replicas on a single server succeeded")
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("Ensure took %s to refuse: %v", el, err)
 	}
 }
