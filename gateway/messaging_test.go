@@ -207,3 +207,23 @@ func TestTypingRelay(t *testing.T) {
 		t.Error("20 typing frames at once were not rate limited")
 	}
 }
+
+// TestBodiesNeedingEscapesArriveIntact sends bodies the server must escape
+// in JSON (quotes, backslashes, control characters, HTML characters) and
+// plain ones: the client reads the first kind through encoding/json and the
+// second through its fast path, and both must come out as sent.
+func TestBodiesNeedingEscapesArriveIntact(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	alice := n.Dial(t, "alice", "phone")
+	bob := n.Dial(t, "bob", "phone")
+	for _, body := range []string{
+		`say "hi"`, `C:\path`, "two\nlines\ttab", "<b>&amp;</b>", "ünïcødé ✓ 😀", "plain", "\u2028 sep",
+	} {
+		s := send(t, alice, "bob", body)
+		m := nextMessage(t, bob)
+		if m.ID != s.ID || m.Body != body || m.From != "alice" || m.TS != s.TS {
+			t.Errorf("sent %q, bob got %+v", body, m)
+		}
+	}
+}
