@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -217,6 +218,56 @@ type serverStats struct {
 	HeapInuse  float64 `json:"heap_inuse_bytes"`
 	HeapLive   float64 `json:"heap_live_bytes"` // as the last GC found it
 	Goroutines float64 `json:"goroutines"`
+	CPU        float64 `json:"cpu_seconds"` // user + system, since the node started
+}
+
+// cpuMeter measures the CPU time the node and this tool spend between
+// start and stop: the cost of the work, which unlike throughput does not
+// depend on how busy the machine's cores were.
+type cpuMeter struct {
+	base             string
+	node0, tool0     float64
+	nodeSec, toolSec float64
+	ok               bool
+}
+
+func startCPU(ctx context.Context, base string) *cpuMeter {
+	m := &cpuMeter{base: base, tool0: toolCPU()}
+	st, err := scrape(ctx, base)
+	m.node0, m.ok = st.CPU, err == nil && st.CPU > 0
+	return m
+}
+
+func (m *cpuMeter) stop(ctx context.Context) {
+	m.toolSec = toolCPU() - m.tool0
+	if !m.ok {
+		return
+	}
+	st, err := scrape(ctx, m.base)
+	if m.ok = err == nil; m.ok {
+		m.nodeSec = st.CPU - m.node0
+	}
+}
+
+// perUnit returns the node's and the tool's CPU microseconds per unit of
+// work (0 for the node when its /metrics could not be read).
+func (m *cpuMeter) perUnit(units int64) (node, tool float64) {
+	if units <= 0 {
+		return 0, 0
+	}
+	if m.ok {
+		node = m.nodeSec * 1e6 / float64(units)
+	}
+	return node, m.toolSec * 1e6 / float64(units)
+}
+
+// toolCPU is this process's user + system CPU time in seconds.
+func toolCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func scrape(ctx context.Context, base string) (serverStats, error) {
@@ -246,6 +297,8 @@ func scrape(ctx context.Context, base string) (serverStats, error) {
 			st.HeapLive = v
 		case "go_goroutines":
 			st.Goroutines = v
+		case "process_cpu_seconds_total":
+			st.CPU = v
 		}
 	}
 	return st, sc.Err()

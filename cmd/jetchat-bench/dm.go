@@ -44,6 +44,8 @@ type dmResult struct {
 	SendToSent   latency `json:"send_to_sent"`
 	SendToDeliv  latency `json:"send_to_delivery"`
 	SendToRcpt   latency `json:"send_to_delivered_receipt"`
+	NodeCPUUS    float64 `json:"node_cpu_us_per_msg"`
+	ToolCPUUS    float64 `json:"tool_cpu_us_per_msg"`
 }
 
 func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -227,6 +229,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return line
 	})
 
+	cpu := startCPU(ctx, c.url)
 	sendCtx, stopSend := context.WithTimeout(ctx, *dur)
 	start := time.Now()
 	var sg sync.WaitGroup
@@ -266,6 +269,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sg.Wait()
 	stopSend()
 	elapsed := time.Since(start)
+	cpu.stop(ctx)
 	deliveredAtEnd := delivered.Load()
 	sentAtEnd := sent.Load()
 
@@ -302,6 +306,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Receipts: receipts.Load(), Errors: errCount.Load(), Lost: lost, Misdelivered: misdelivered.Load(),
 		SendToSent: toSent.summary(), SendToDeliv: toDeliv.summary(), SendToRcpt: toRcpt.summary(),
 	}
+	res.NodeCPUUS, res.ToolCPUUS = cpu.perUnit(sentAtEnd)
 	report(stdout, c.jsonOut, res, [][2]string{
 		{"scenario", fmt.Sprintf("dm: %d users in %d pairs, offered %d msg/s, %s", *users, *users/2, *rate, elapsed.Truncate(time.Millisecond))},
 		{"sent (stored)", fmt.Sprintf("%d (%.0f msg/s)", res.Sent, res.DeliveredPS)},
@@ -313,6 +318,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"send → sent", fmtLat(res.SendToSent)},
 		{"send → delivery", fmtLat(res.SendToDeliv)},
 		{"send → delivered receipt", fmtLat(res.SendToRcpt)},
+		{"CPU per message (while sending)", fmt.Sprintf("node %.0f µs, load tool %.0f µs", res.NodeCPUUS, res.ToolCPUUS)},
 	})
 	if lost > 0 || res.Misdelivered > 0 {
 		return fmt.Errorf("LOSS: %d sent messages were not delivered, %d delivered to the wrong user", lost, res.Misdelivered)

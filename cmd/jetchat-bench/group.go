@@ -31,6 +31,8 @@ type groupResult struct {
 	Lost          int64   `json:"lost_deliveries"`
 	FanOut        latency `json:"fan_out_completion"`
 	SendToDeliver latency `json:"send_to_delivery"`
+	NodeCPUUS     float64 `json:"node_cpu_us_per_group_msg"`
+	ToolCPUUS     float64 `json:"tool_cpu_us_per_group_msg"`
 }
 
 // groupMsg tracks one group message until every member has it.
@@ -174,6 +176,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return line
 	})
 	pad := strings.Repeat("x", max(*bodySize-20, 0))
+	cpu := startCPU(ctx, c.url)
 	sendCtx, stopSend := context.WithTimeout(ctx, *dur)
 	start := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
@@ -212,6 +215,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tick.Stop()
 	stopSend()
 	elapsed := time.Since(start)
+	cpu.stop(ctx)
 	sentAtEnd := sent.Load()
 	deadline := time.Now().Add(*drain)
 	for time.Now().Before(deadline) {
@@ -237,6 +241,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Receipts: receipts.Load(), Errors: errCount.Load(), Lost: lost,
 		FanOut: fanOut.summary(), SendToDeliver: toDeliver.summary(),
 	}
+	res.NodeCPUUS, res.ToolCPUUS = cpu.perUnit(sentAtEnd)
 	report(stdout, c.jsonOut, res, [][2]string{
 		{"scenario", fmt.Sprintf("group: %d groups of %d online members, offered %d msg/s, %s", *groups, *members, *rate, elapsed.Truncate(time.Millisecond))},
 		{"sent (stored)", fmt.Sprintf("%d (%.0f group msg/s)", res.Sent, res.SentPerS)},
@@ -246,6 +251,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{"lost deliveries", fmt.Sprint(res.Lost)},
 		{"fan-out completion", fmtLat(res.FanOut)},
 		{"send → delivery", fmtLat(res.SendToDeliver)},
+		{"CPU per group message (while sending)", fmt.Sprintf("node %.0f µs, load tool %.0f µs", res.NodeCPUUS, res.ToolCPUUS)},
 	})
 	_ = all
 	if lost > 0 {
