@@ -221,20 +221,32 @@ type serverStats struct {
 	CPU        float64 `json:"cpu_seconds"` // user + system, since the node started
 }
 
-// cpuMeter measures the CPU time the node and this tool spend between
-// start and stop: the cost of the work, which unlike throughput does not
-// depend on how busy the machine's cores were.
+// nodes are the HTTP addresses of the nodes the run talks to.
+func (c *common) nodes() []string {
+	if c.gateways == "" {
+		return []string{c.url}
+	}
+	var out []string
+	for _, g := range strings.Split(c.gateways, ",") {
+		out = append(out, strings.TrimSpace(g))
+	}
+	return out
+}
+
+// cpuMeter measures the CPU time the nodes (summed) and this tool spend
+// between start and stop: the cost of the work, which unlike throughput
+// does not depend on how busy the machine's cores were. With --gateways
+// it counts the gateways' processes, not NATS servers of their own.
 type cpuMeter struct {
-	base             string
+	bases            []string
 	node0, tool0     float64
 	nodeSec, toolSec float64
 	ok               bool
 }
 
-func startCPU(ctx context.Context, base string) *cpuMeter {
-	m := &cpuMeter{base: base, tool0: toolCPU()}
-	st, err := scrape(ctx, base)
-	m.node0, m.ok = st.CPU, err == nil && st.CPU > 0
+func startCPU(ctx context.Context, bases []string) *cpuMeter {
+	m := &cpuMeter{bases: bases, tool0: toolCPU()}
+	m.node0, m.ok = nodesCPU(ctx, bases)
 	return m
 }
 
@@ -243,10 +255,23 @@ func (m *cpuMeter) stop(ctx context.Context) {
 	if !m.ok {
 		return
 	}
-	st, err := scrape(ctx, m.base)
-	if m.ok = err == nil; m.ok {
-		m.nodeSec = st.CPU - m.node0
+	cpu, ok := nodesCPU(ctx, m.bases)
+	if m.ok = ok; ok {
+		m.nodeSec = cpu - m.node0
 	}
+}
+
+// nodesCPU sums the nodes' process CPU seconds; ok is false when one of
+// them did not answer.
+func nodesCPU(ctx context.Context, bases []string) (sum float64, ok bool) {
+	for _, b := range bases {
+		st, err := scrape(ctx, b)
+		if err != nil || st.CPU <= 0 {
+			return 0, false
+		}
+		sum += st.CPU
+	}
+	return sum, true
 }
 
 // perUnit returns the node's and the tool's CPU microseconds per unit of
@@ -259,6 +284,15 @@ func (m *cpuMeter) perUnit(units int64) (node, tool float64) {
 		node = m.nodeSec * 1e6 / float64(units)
 	}
 	return node, m.toolSec * 1e6 / float64(units)
+}
+
+// fmtCPU formats perUnit's figures.
+func fmtCPU(node, tool float64) string {
+	n := "not measured (a node's /metrics did not answer)"
+	if node > 0 {
+		n = fmt.Sprintf("%.0f µs", node)
+	}
+	return fmt.Sprintf("node %s, load tool %.0f µs", n, tool)
 }
 
 // toolCPU is this process's user + system CPU time in seconds.

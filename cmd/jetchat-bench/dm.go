@@ -229,7 +229,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return line
 	})
 
-	cpu := startCPU(ctx, c.url)
+	cpu := startCPU(ctx, c.nodes())
 	sendCtx, stopSend := context.WithTimeout(ctx, *dur)
 	start := time.Now()
 	var sg sync.WaitGroup
@@ -318,7 +318,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"send → sent", fmtLat(res.SendToSent)},
 		{"send → delivery", fmtLat(res.SendToDeliv)},
 		{"send → delivered receipt", fmtLat(res.SendToRcpt)},
-		{"CPU per message (while sending)", fmt.Sprintf("node %.0f µs, load tool %.0f µs", res.NodeCPUUS, res.ToolCPUUS)},
+		{"CPU per message (while sending)", fmtCPU(res.NodeCPUUS, res.ToolCPUUS)},
 	})
 	if lost > 0 || res.Misdelivered > 0 {
 		return fmt.Errorf("LOSS: %d sent messages were not delivered, %d delivered to the wrong user", lost, res.Misdelivered)

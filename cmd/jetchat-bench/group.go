@@ -176,7 +176,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return line
 	})
 	pad := strings.Repeat("x", max(*bodySize-20, 0))
-	cpu := startCPU(ctx, c.url)
+	cpu := startCPU(ctx, c.nodes())
 	sendCtx, stopSend := context.WithTimeout(ctx, *dur)
 	start := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
@@ -251,7 +251,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{"lost deliveries", fmt.Sprint(res.Lost)},
 		{"fan-out completion", fmtLat(res.FanOut)},
 		{"send → delivery", fmtLat(res.SendToDeliver)},
-		{"CPU per group message (while sending)", fmt.Sprintf("node %.0f µs, load tool %.0f µs", res.NodeCPUUS, res.ToolCPUUS)},
+		{"CPU per group message (while sending)", fmtCPU(res.NodeCPUUS, res.ToolCPUUS)},
 	})
 	_ = all
 	if lost > 0 {
