@@ -464,3 +464,31 @@ func connectBobWithMessages(t *testing.T, s *Service, n int) (*Device, *chanSink
 	}
 	return d.(*Device), sink
 }
+
+// TestSpreadShiftsReceiptStoresBothWays: the offset that spreads users'
+// receipts records over time stays within a quarter of the spacing either
+// way and averages out, so the spacing holds on average.
+func TestSpreadShiftsReceiptStoresBothWays(t *testing.T) {
+	t.Parallel()
+	const spacing = time.Second
+	var sum time.Duration
+	lo, hi := spacing, -spacing
+	const n = 20000
+	for range n {
+		d := spread(spacing)
+		if d < -spacing/4 || d > spacing/4 {
+			t.Fatalf("spread(%v) = %v, beyond a quarter", spacing, d)
+		}
+		sum += d
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if lo > -spacing/5 || hi < spacing/5 {
+		t.Errorf("offsets span only %v..%v", lo, hi)
+	}
+	if mean := sum / n; mean < -spacing/50 || mean > spacing/50 {
+		t.Errorf("mean offset %v, want about 0", mean)
+	}
+	if spread(0) != 0 || spread(3) != 0 {
+		t.Error("a spacing too small to spread was shifted")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -81,6 +82,20 @@ func (b *batcher) run(ctx context.Context) {
 	}
 }
 
+// spread returns a random offset within a quarter of spacing either way.
+// Users who start together (a node's restart, a load test) would otherwise
+// have their receipts records come due in the same tick every spacing,
+// a burst of stores and deliveries that holds up the messages sent
+// meanwhile; shifting each next store by a random offset spreads them
+// out within a few spacings, at the same average spacing.
+func spread(spacing time.Duration) time.Duration {
+	if spacing < 4 {
+		return 0
+	}
+	q := int64(spacing / 4)
+	return time.Duration(rand.Int64N(2*q+1) - q)
+}
+
 // flushAll stores every queued receipt and returns once they are stored.
 func (b *batcher) flushAll(ctx context.Context) error {
 	return b.store(ctx, true)
@@ -108,7 +123,7 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 		if all || ready || len(rb.items) >= maxReceiptItems {
 			due = append(due, rb)
 			delete(b.batches, k)
-			b.stored[k] = now
+			b.stored[k] = now.Add(spread(spacing))
 		}
 	}
 	for k, last := range b.stored {
