@@ -82,6 +82,10 @@ func (b *batcher) run(ctx context.Context) {
 	}
 }
 
+// storeChunk is how many receipts records are published before their
+// acknowledgements are awaited.
+const storeChunk = 64
+
 // spread returns a random offset within a quarter of spacing either way.
 // Users who start together (a node's restart, a load test) would otherwise
 // have their receipts records come due in the same tick every spacing,
@@ -144,39 +148,51 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 		}
 		recs = append(recs, rb)
 	}
-	futures := make([]jetstream.PubAckFuture, len(recs))
+	// Publish in chunks, each acknowledged before the next: a flush of
+	// every user's receipts (cursor flush, shutdown) would otherwise put
+	// its thousand records in JetStream's queue at once, ahead of the
+	// messages users send meanwhile.
+	var failed []*rbatch
 	var errs []error
 	start := time.Now()
-	for i, rb := range recs {
-		data, err := marshalReceipts(rb.items)
-		if err != nil {
-			return err
-		}
-		m := nats.NewMsg(natsx.Inbox(rb.target))
-		m.Data = data
-		m.Header.Set(hdrMsgID, "r:"+rb.id)
-		m.Header.Set(HdrVersion, RecordVersion)
-		m.Header.Set(HdrKind, KindReceipts)
-		m.Header.Set(HdrTS, strconv.FormatInt(now.UnixMilli(), 10))
-		futures[i], err = b.svc.js.PublishMsgAsync(m)
-		if err != nil {
+	for lo := 0; lo < len(recs); lo += storeChunk {
+		chunk := recs[lo:min(lo+storeChunk, len(recs))]
+		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
+			failed = append(failed, recs[lo:]...)
+			break
 		}
-	}
-	var failed []*rbatch
-	for i, f := range futures {
-		if f == nil {
-			failed = append(failed, recs[i])
-			continue
+		futures := make([]jetstream.PubAckFuture, len(chunk))
+		for i, rb := range chunk {
+			data, err := marshalReceipts(rb.items)
+			if err != nil {
+				return err
+			}
+			m := nats.NewMsg(natsx.Inbox(rb.target))
+			m.Data = data
+			m.Header.Set(hdrMsgID, "r:"+rb.id)
+			m.Header.Set(HdrVersion, RecordVersion)
+			m.Header.Set(HdrKind, KindReceipts)
+			m.Header.Set(HdrTS, strconv.FormatInt(now.UnixMilli(), 10))
+			futures[i], err = b.svc.js.PublishMsgAsync(m)
+			if err != nil {
+				errs = append(errs, err)
+			}
 		}
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			errs = append(errs, err)
-			failed = append(failed, recs[i])
-		case <-ctx.Done():
-			errs = append(errs, ctx.Err())
-			failed = append(failed, recs[i])
+		for i, f := range futures {
+			if f == nil {
+				failed = append(failed, chunk[i])
+				continue
+			}
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				errs = append(errs, err)
+				failed = append(failed, chunk[i])
+			case <-ctx.Done():
+				errs = append(errs, ctx.Err())
+				failed = append(failed, chunk[i])
+			}
 		}
 	}
 	b.svc.m.PublishLatency.Observe(time.Since(start).Seconds())
