@@ -17,10 +17,12 @@ type Config struct {
 	// ReceiptDelay is how long receipts for one sender are collected before
 	// they are stored as one record. Longer means fewer stored writes.
 	ReceiptDelay time.Duration
-	// ReceiptSpacing is the least time between two receipt records stored
-	// for one user: a user whose messages are being acked all the time
-	// gets one record per ReceiptSpacing, holding all of them, while the
-	// first receipt after a quiet spell waits only ReceiptDelay.
+	// ReceiptSpacing is the time between two receipt records stored for
+	// one user: a user whose messages are being acked all the time gets
+	// one record per ReceiptSpacing (each next one at a random offset of
+	// up to a quarter of it either way, so users do not come due together),
+	// holding all of them, while the first receipt after a quiet spell
+	// waits only ReceiptDelay.
 	ReceiptSpacing time.Duration
 	// CursorFlush is how often acknowledged positions are written to the
 	// device records. A crash loses at most this much progress, which

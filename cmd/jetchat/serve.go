@@ -87,7 +87,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.sendBurst, "send-burst", 60, "sends a user may make at once")
 	fs.IntVar(&f.window, "window", 4096, "records a device may hold unacknowledged before delivery to it pauses")
 	fs.DurationVar(&f.receiptDelay, "receipt-delay", 100*time.Millisecond, "how long receipts to one sender are batched into one stored record")
-	fs.DurationVar(&f.receiptSpacing, "receipt-spacing", time.Second, "least time between two receipt records stored for one user (a busy user's receipts share one record per spacing)")
+	fs.DurationVar(&f.receiptSpacing, "receipt-spacing", time.Second, "time between two receipt records stored for one user, give or take a quarter (a busy user's receipts share one record per spacing)")
 	fs.DurationVar(&f.cursorFlush, "cursor-flush", 10*time.Second, "how often acknowledged positions are stored (a crash redelivers at most this much)")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long a SIGTERM drain may take")
 	fs.IntVar(&f.maxMembers, "group-max-members", 1024, "most members a group may have")
