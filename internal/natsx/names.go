@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -253,7 +252,7 @@ type Resources struct {
 // Ensure creates every stream and bucket that is missing and updates the
 // configuration of those that exist. A cluster that cannot answer yet (no
 // meta leader, peers still joining, a request lost during an election) is
-// asked again, each try bounded by ensureTry, until ctx ends; a refusal
+// asked again, each try bounded by 5 s, until ctx ends; a refusal
 // (an invalid or conflicting configuration) fails at once.
 func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Resources, error) {
 	if s.Replicas < 1 {
@@ -294,46 +293,6 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Resources
 	return r, nil
 }
 
-// ensureTry bounds one try of an Ensure step.
-const ensureTry = 5 * time.Second
-
-// ensureRetry calls f, each call bounded by ensureTry, until it succeeds,
-// fails with an error that another try cannot fix, or ctx ends; it returns
-// f's last error.
-func ensureRetry(ctx context.Context, f func(context.Context) error) error {
-	pause := 250 * time.Millisecond
-	for {
-		tctx, cancel := context.WithTimeout(ctx, ensureTry)
-		err := f(tctx)
-		cancel()
-		if err == nil || !transientJS(err) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 2*time.Second)
-	}
-}
-
-// transientJS reports whether a JetStream API error may go away by itself:
-// no answer in time, nobody answering yet, or the cluster saying it is
-// temporarily unavailable or has no peers to place the stream on yet.
-func transientJS(err error) bool {
-	var apiErr *jetstream.APIError
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
-		return true
-	case errors.As(err, &apiErr):
-		return apiErr.Code == 503 || apiErr.ErrorCode == jsErrCodeNoPeers
-	}
-	return false
-}
-
-// jsErrCodeNoPeers is JetStream's "insufficient resources / no suitable
-// peers for placement", which a forming cluster answers until its peers
-// have joined.
-const jsErrCodeNoPeers jetstream.ErrorCode = 10005
+// ensureRetry asks again, each try bounded by 5 s, while the cluster
+// cannot answer yet.
+var ensureRetry = Retry{Try: 5 * time.Second, Retryable: transient}.Do

@@ -358,26 +358,11 @@ func (r *Registry) watch(ctx context.Context) (jetstream.KeyWatcher, func(), err
 const startTimeout = 30 * time.Second
 
 // retryStart calls f until it succeeds, ctx ends or startTimeout has
-// passed, waiting a growing pause between tries; it returns f's last error.
+// passed; it returns f's last error.
 func (r *Registry) retryStart(ctx context.Context, what string, f func() error) error {
-	deadline := time.Now().Add(startTimeout)
-	pause := 100 * time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil || time.Now().Add(pause).After(deadline) {
-			return err
-		}
+	return natsx.Retry{Within: startTimeout, OnRetry: func(err error, pause time.Duration) {
 		r.log.Warn("registry not answering yet, retrying", "action", what, "err", err, "retry_in", pause)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 2*time.Second)
-	}
+	}}.Do(ctx, func(context.Context) error { return f() })
 }
 
 // rewatch retries watch every second until it works or ctx ends.
