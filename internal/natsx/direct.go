@@ -140,3 +140,40 @@ func Seq(m *nats.Msg) uint64 {
 	s, _ := strconv.ParseUint(m.Header.Get(HdrSequence), 10, 64)
 	return s
 }
+
+// NextSeq returns the sequence of the first message of subject stored at
+// or after seq, or 0 when there is none, as the stream's leader sees it.
+// Unlike a direct get, which any replica may answer from a copy that lags
+// the leader, this reads what is committed: use it to check that reads and
+// live copies missed nothing.
+func NextSeq(ctx context.Context, nc *nats.Conn, stream, subject string, seq uint64) (uint64, error) {
+	body, err := json.Marshal(directGetRequest{Seq: seq, NextFor: subject})
+	if err != nil {
+		return 0, err
+	}
+	m, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
+	if err != nil {
+		return 0, fmt.Errorf("get next %s from %d on %s: %w", subject, seq, stream, err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *APIError `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return 0, fmt.Errorf("get next %s from %d on %s: %w", subject, seq, stream, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
+		return 0, nil
+	case resp.Error != nil:
+		return 0, fmt.Errorf("get next %s from %d on %s: %w", subject, seq, stream, resp.Error)
+	case resp.Message == nil:
+		return 0, fmt.Errorf("get next %s from %d on %s: empty answer", subject, seq, stream)
+	}
+	return resp.Message.Seq, nil
+}
+
+// errCodeNoMessage is JetStream's error code for "no message found".
+const errCodeNoMessage = 10037

@@ -72,6 +72,12 @@ func GroupsChanged(id string) string { return GroupsChangedPrefix + id }
 // record are published.
 func Presence(user string) string { return PresencePrefix + user }
 
+// LeaderElected is the JetStream advisory subject announcing that stream
+// has a new leader.
+func LeaderElected(stream string) string {
+	return "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + stream
+}
+
 // Backend services (docs/subjects.md). These subjects are the stable,
 // versioned API for bots, push senders and other backend services; the
 // version is part of each subject, so a v2 can run beside v1.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
@@ -37,14 +38,21 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	}
 }
 
-func TestGetBatchReadsOneSubjectInOrder(t *testing.T) {
-	t.Parallel()
-	s := natstest.RunJetStream(t)
-	nc, js := natstest.Connect(t, s)
-	ctx := context.Background()
-	if _, err := natsx.Ensure(ctx, js, natsx.DefaultSettings()); err != nil {
+// ensured is a connection to a new JetStream server with jetchat's streams
+// and buckets made.
+func ensured(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, js := natstest.Connect(t, natstest.RunJetStream(t))
+	if _, err := natsx.Ensure(context.Background(), js, natsx.DefaultSettings()); err != nil {
 		t.Fatal(err)
 	}
+	return nc, js
+}
+
+func TestGetBatchReadsOneSubjectInOrder(t *testing.T) {
+	t.Parallel()
+	nc, js := ensured(t)
+	ctx := context.Background()
 	for i := 0; i < 30; i++ {
 		user := []string{"alice", "bob"}[i%2]
 		if _, err := js.Publish(ctx, natsx.Inbox(user), []byte(fmt.Sprint(i))); err != nil {
@@ -72,6 +80,31 @@ func TestGetBatchReadsOneSubjectInOrder(t *testing.T) {
 	}
 	if _, err := natsx.Get(ctx, nc, natsx.StreamMsgs, 999); !errors.Is(err, natsx.ErrNoMessage) {
 		t.Errorf("Get(999) error = %v, want ErrNoMessage", err)
+	}
+}
+
+func TestNextSeqAsksTheLeader(t *testing.T) {
+	t.Parallel()
+	nc, js := ensured(t)
+	ctx := context.Background()
+	for i := 0; i < 6; i++ { // alice 1, 3, 5; bob 2, 4, 6
+		if _, err := js.Publish(ctx, natsx.Inbox([]string{"alice", "bob"}[i%2]), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		user string
+		from uint64
+		want uint64
+	}{{"bob", 1, 2}, {"bob", 3, 4}, {"bob", 4, 4}, {"alice", 6, 0}, {"carol", 1, 0}} {
+		got, err := natsx.NextSeq(ctx, nc, natsx.StreamMsgs, natsx.Inbox(c.user), c.from)
+		if err != nil || got != c.want {
+			t.Errorf("NextSeq(%s, %d) = %d, %v; want %d", c.user, c.from, got, err, c.want)
+		}
+	}
+	var apiErr *natsx.APIError
+	if _, err := natsx.NextSeq(ctx, nc, "NO_SUCH_STREAM", natsx.Inbox("bob"), 1); !errors.As(err, &apiErr) {
+		t.Errorf("NextSeq on a missing stream: %v, want a JetStream error", err)
 	}
 }
 
@@ -115,11 +148,7 @@ func TestParsePubAck(t *testing.T) {
 
 func TestPublishAgainstJetStream(t *testing.T) {
 	t.Parallel()
-	s := natstest.RunJetStream(t)
-	nc, js := natstest.Connect(t, s)
-	if _, err := natsx.Ensure(context.Background(), js, natsx.DefaultSettings()); err != nil {
-		t.Fatal(err)
-	}
+	nc, _ := ensured(t)
 	m := nats.NewMsg(natsx.Inbox("bob"))
 	m.Data = []byte("x")
 	m.Header.Set("Nats-Msg-Id", "once")
