@@ -4,18 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jetchat/jetchat/delivery"
-	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/chat"
-	"github.com/jetchat/jetchat/internal/metrics"
-	"github.com/jetchat/jetchat/internal/natstest"
-	"github.com/jetchat/jetchat/internal/natsx"
-	"github.com/jetchat/jetchat/internal/pgtest"
 )
 
 // The benchmarks run real parts: an embedded nats-server with JetStream on
@@ -23,38 +17,6 @@ import (
 // database. Run them with
 //
 //	go test ./delivery/ -run '^$' -bench . -benchmem
-
-// benchNode is a delivery service on its own JetStream server.
-func benchNode(b *testing.B, withGroups bool) (*delivery.Service, *groups.Store) {
-	b.Helper()
-	ns := natstest.RunJetStream(b)
-	nc, js := natstest.Connect(b, ns)
-	ctx, cancel := context.WithCancel(context.Background())
-	res, err := natsx.Ensure(ctx, js, natsx.DefaultSettings())
-	if err != nil {
-		b.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	var gs *groups.Store
-	var dg delivery.Groups
-	var wg sync.WaitGroup
-	if withGroups {
-		if gs, err = groups.New(groups.Config{}, pgtest.New(b), nc, js, log); err != nil {
-			b.Fatal(err)
-		}
-		dg = gs
-		wg.Add(1)
-		go func() { defer wg.Done(); gs.Run(ctx) }()
-	}
-	s, err := delivery.New(delivery.Config{}, nc, js, res, dg, metrics.New(), log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); s.Run(ctx) }()
-	b.Cleanup(func() { cancel(); wg.Wait() })
-	return s, gs
-}
 
 // countSink counts the message frames it is given and keeps the id of the
 // last one.
@@ -93,7 +55,7 @@ func (s *countSink) Close(error)                    {}
 // JetStream (file storage), answer. The recipient is offline. One op is
 // one message; the parallel variant keeps 64 sends in flight.
 func BenchmarkSend(b *testing.B) {
-	s, _ := benchNode(b, false)
+	s, _ := delivery.NewTestNode(b, delivery.Config{}, false)
 	ctx := context.Background()
 	d, err := s.Connect(ctx, "alice", "phone", &countSink{notify: make(chan struct{}, 1)})
 	if err != nil {
@@ -128,7 +90,7 @@ func BenchmarkSend(b *testing.B) {
 func BenchmarkGroupFanOut(b *testing.B) {
 	for _, members := range []int{100, 1024} {
 		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
-			s, gs := benchNode(b, true)
+			s, gs := delivery.NewTestNode(b, delivery.Config{}, true)
 			ctx := context.Background()
 			names := make([]string, members-1)
 			for i := range names {

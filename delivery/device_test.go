@@ -13,10 +13,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/pgtest"
 )
 
 // chanSink is a chat.Sink that collects frames.
@@ -88,21 +90,41 @@ func (s *chanSink) wait(t testing.TB, n int) {
 
 func newService(t testing.TB, cfg Config) (*Service, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
+	s, _ := newNode(t, cfg, false)
+	return s, s.nc, s.js
+}
+
+// newNode is a running delivery service on its own JetStream server, with
+// group messaging on a throwaway Postgres database when withGroups is set.
+func newNode(t testing.TB, cfg Config, withGroups bool) (*Service, *groups.Store) {
+	t.Helper()
 	ns := natstest.RunJetStream(t)
 	nc, js := natstest.Connect(t, ns)
-	res, err := natsx.Ensure(context.Background(), js, natsx.DefaultSettings())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, nc, js, res, nil, metrics.New(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s, nc, js
+	res, err := natsx.Ensure(ctx, js, natsx.DefaultSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	var wg sync.WaitGroup
+	var gs *groups.Store
+	var dg Groups
+	if withGroups {
+		if gs, err = groups.New(groups.Config{}, pgtest.New(t), nc, js, log); err != nil {
+			t.Fatal(err)
+		}
+		dg = gs
+		wg.Add(1)
+		go func() { defer wg.Done(); gs.Run(ctx) }()
+	}
+	s, err := New(cfg, nc, js, res, dg, metrics.New(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return s, gs
 }
 
 func waitLive(t *testing.T, d *Device) {
