@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"context"
 	"sort"
 	"time"
 
@@ -132,6 +133,10 @@ func (d *Device) catchUp() {
 				d.frozen, d.thaw = false, false
 			}
 			d.advanceFloorLocked()
+			if d.unsure {
+				d.svc.wg.Add(1)
+				go d.verify(d.catchUps)
+			}
 			d.mu.Unlock()
 			return
 		}
@@ -186,4 +191,97 @@ func (d *Device) drainPendingLocked() bool {
 		}
 	}
 	return true
+}
+
+// verify runs VerifyAfter after catch-up number gen handed the device over
+// to live delivery. It asks the message log's leader whether any source
+// holds a record up to the device's position that the device has not
+// processed: one the catch-up's read did not see (a lagging replica
+// answered) and that did not come live (the subscription had not reached
+// the leader's server yet). A miss starts another catch-up, which verifies
+// again; otherwise the floor may move on.
+func (d *Device) verify(gen uint64) {
+	defer d.svc.wg.Done()
+	ctx := d.svc.ctx
+	wait := d.svc.cfg.VerifyAfter
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		d.mu.Lock()
+		if d.mode != modeLive || d.catchUps != gen {
+			d.mu.Unlock() // a newer catch-up verifies for itself
+			return
+		}
+		upTo := d.pos
+		srcs := []source{*d.inbox}
+		for _, s := range d.groups {
+			srcs = append(srcs, *s)
+		}
+		d.mu.Unlock()
+
+		missed, err := d.findMissed(ctx, srcs, upTo)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.svc.log.Warn("verify catch-up, retrying", "user_id", d.user.id, "device", d.id, "err", err)
+			wait = min(2*wait, 30*time.Second)
+			continue
+		}
+		d.mu.Lock()
+		if d.mode != modeLive || d.catchUps != gen {
+			d.mu.Unlock()
+			return
+		}
+		for subject, seq := range missed {
+			if src := d.sourceBySubjectLocked(subject); src != nil && src.last < seq {
+				d.svc.m.MissedRecords.Inc()
+				d.startCatchUpLocked()
+				d.mu.Unlock()
+				return
+			}
+		}
+		d.unsure = false
+		d.advanceFloorLocked()
+		d.mu.Unlock()
+		d.user.markDirty()
+		return
+	}
+}
+
+// findMissed returns, per source subject, the first record after the
+// source's last one and up to upTo, as the leader has it.
+func (d *Device) findMissed(ctx context.Context, srcs []source, upTo uint64) (map[string]uint64, error) {
+	var missed map[string]uint64
+	for _, s := range srcs {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		seq, err := natsx.NextSeq(rctx, d.svc.nc, natsx.StreamMsgs, s.subject, s.last+1)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if seq != 0 && seq <= upTo && s.accepts(seq) {
+			if missed == nil {
+				missed = map[string]uint64{}
+			}
+			missed[s.subject] = seq
+		}
+	}
+	return missed, nil
+}
+
+// sourceBySubjectLocked returns the device's source reading subject, or nil.
+func (d *Device) sourceBySubjectLocked(subject string) *source {
+	if d.inbox.subject == subject {
+		return d.inbox
+	}
+	for _, s := range d.groups {
+		if s.subject == subject {
+			return s
+		}
+	}
+	return nil
 }

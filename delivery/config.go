@@ -34,6 +34,16 @@ type Config struct {
 	PublishTimeout time.Duration
 	// ScanLimit bounds the records one history or status request reads.
 	ScanLimit int
+	// VerifyAfter is how long after a catch-up hands a device over to live
+	// delivery the device checks with the message log's leader that
+	// neither the catch-up's reads (which any replica may answer, from a
+	// copy that can lag) nor the live copies (whose subscription takes a
+	// moment to reach the leader's server) missed a record. Until the check
+	// passes the device's floor stays where it was, so a stored floor never
+	// passes a record the device has not had. Zero: a second when the NATS
+	// server is part of a cluster, never with a standalone server, where
+	// neither can happen. Negative: never.
+	VerifyAfter time.Duration
 	// Now is the clock (tests may set it).
 	Now func() time.Time
 }

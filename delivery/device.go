@@ -56,6 +56,7 @@ type slot struct {
 	parts int
 	acked uint64 // bit i: part i acknowledged (receipts)
 	done  bool
+	late  bool // delivered after a later record: the floor may have passed it unacknowledged
 }
 
 // Device is one connected device of a user. Its methods are safe for
@@ -75,6 +76,8 @@ type Device struct {
 	acking   int                // Ack calls whose receipts are not queued yet
 	safe     uint64             // the floor before the first of those calls
 	frozen   bool               // the group sources are not known yet: floor stays
+	unsure   bool               // a catch-up may have missed records: floor stays until verify passes
+	catchUps uint64             // catch-ups started; a verification is for the latest
 	thaw     bool               // groups were loaded: unfreeze after the next full catch-up
 	pending  []*record          // live records that arrived during a catch-up
 	overflow bool               // pending overflowed: re-read after the catch-up
@@ -137,7 +140,7 @@ func (d *Device) advanceFloorLocked() {
 		}
 		d.inflight = append(d.inflight[:0], d.inflight[i:]...)
 	}
-	if d.frozen {
+	if d.frozen || d.unsure {
 		return
 	}
 	f := d.pos
@@ -196,7 +199,7 @@ func (d *Device) pushLocked(src *source, r *record) pushResult {
 			return stopped
 		}
 	}
-	sl := slot{seq: r.seq, idSeq: r.idSeq, from: r.from, kind: r.kind, parts: len(r.frames)}
+	sl := slot{seq: r.seq, idSeq: r.idSeq, from: r.from, kind: r.kind, parts: len(r.frames), late: r.seq < d.pos}
 	if n := len(d.inflight); n == 0 || d.inflight[n-1].seq < r.seq {
 		d.inflight = append(d.inflight, sl)
 	} else {
@@ -349,6 +352,10 @@ func (d *Device) startCatchUpLocked() {
 	}
 	d.mode = modeCatchUp
 	d.overflow = false
+	d.catchUps++
+	if d.svc.cfg.VerifyAfter > 0 {
+		d.unsure = true
+	}
 	d.svc.wg.Add(1)
 	go d.catchUp()
 }
@@ -388,7 +395,7 @@ func (d *Device) Ack(ids []string) {
 		}
 		s.done = true
 		if s.kind == KindMessage && s.from != d.user.id {
-			acks = append(acks, ack{seq: s.seq, id: s.idSeq, from: s.from})
+			acks = append(acks, ack{seq: s.seq, id: s.idSeq, from: s.from, late: s.late})
 		}
 	}
 	d.advanceFloorLocked()

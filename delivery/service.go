@@ -81,6 +81,12 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.VerifyAfter == 0 {
+		cfg.VerifyAfter = -1
+		if nc.ConnectedClusterName() != "" {
+			cfg.VerifyAfter = time.Second
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg:     cfg,
@@ -111,6 +117,15 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.dispatch(loopCtx) }()
 	go func() { defer wg.Done(); s.receipts.run(loopCtx) }()
+	// A new leader of the message log may not have republished the last
+	// records the old one stored: every device checks the log.
+	elected, err := s.nc.Subscribe(natsx.LeaderElected(natsx.StreamMsgs), func(*nats.Msg) {
+		s.log.Info("message log has a new leader: resyncing devices from the log")
+		s.Resync()
+	})
+	if err != nil {
+		s.log.Warn("watch message log leader elections", "err", err)
+	}
 
 	tick := time.NewTicker(s.cfg.CursorFlush)
 	defer tick.Stop()
@@ -139,13 +154,16 @@ func (s *Service) Run(ctx context.Context) error {
 			d.closeWith(ErrShutdown)
 		}
 	}
+	if elected != nil {
+		elected.Unsubscribe()
+	}
 	s.cancel() // stop catch-ups
 	s.wg.Wait()
 	stopLoops()
 	wg.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := s.flushCursors(fctx)
+	err = s.flushCursors(fctx)
 	for _, u := range users {
 		if u.sub != nil {
 			u.sub.Unsubscribe()

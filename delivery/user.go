@@ -248,6 +248,7 @@ type ack struct {
 	seq  uint64 // record sequence
 	id   uint64 // sequence in the message id
 	from string
+	late bool // see slot.late
 }
 
 // coveredLocked returns the highest accounted floor: every message up to it
@@ -275,7 +276,10 @@ func (u *userState) delivered(by *Device, floor uint64, acks []ack) {
 		u.accounted[by.id] = max(u.accounted[by.id], floor)
 	}()
 	for _, a := range acks {
-		if a.seq <= covered {
+		// A floor covers a message when a device acknowledged it, except
+		// one delivered late (missed live, found by a later read): the
+		// floors may have passed it unacknowledged.
+		if a.seq <= covered && !a.late {
 			continue
 		}
 		if _, done := u.receipted[a.id]; done {

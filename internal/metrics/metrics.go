@@ -35,6 +35,9 @@ type Metrics struct {
 	Errors *prometheus.CounterVec
 	// SlowClosed counts sessions closed because their send queue was full.
 	SlowClosed prometheus.Counter
+	// MissedRecords counts records that a device's catch-up read and live
+	// copies both missed, found by the check against the log's leader.
+	MissedRecords prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -64,6 +67,8 @@ func New() *Metrics {
 			Name: "jetchat_errors_total", Help: "Errors answered to clients, by code."}, []string{"code"}),
 		SlowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jetchat_slow_sessions_closed_total", Help: "Sessions closed because their send queue was full."}),
+		MissedRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_missed_records_total", Help: "Records a device's catch-up read and live copies both missed, found by the check against the message log's leader."}),
 	}
 	r.MustRegister(
 		// go_gc_heap_live_bytes: the heap the last GC found live, the
@@ -73,7 +78,7 @@ func New() *Metrics {
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.FramesIn, m.FramesOut, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
-		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed,
+		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed, m.MissedRecords,
 	)
 	return m
 }

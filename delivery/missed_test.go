@@ -1,0 +1,169 @@
+package delivery
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// groupService is a delivery service with group messaging (real Postgres)
+// and a group of alice and bob, bob connected and live.
+func groupService(t *testing.T, cfg Config) (s *Service, group string, alice chat.Device, bob *Device, sink *chanSink) {
+	t.Helper()
+	s, gs := newNode(t, cfg, true)
+	ctx := context.Background()
+	g, err := gs.Create(ctx, "alice", "pair", []string{"bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alice, err = s.Connect(ctx, "alice", "phone", newSink(0)); err != nil {
+		t.Fatal(err)
+	}
+	sink = newSink(0)
+	cd, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob = cd.(*Device)
+	waitLive(t, bob)
+	return s, g.ID, alice, bob, sink
+}
+
+// loseLive makes the node miss the live copies of group's records stored
+// until the returned function runs, as when the subscription has not
+// reached the server that republishes yet.
+func loseLive(t *testing.T, s *Service, group string) (restore func()) {
+	t.Helper()
+	s.gmu.Lock()
+	g := s.gsubs[group]
+	s.gmu.Unlock()
+	if g == nil {
+		t.Fatal("no live subscription to the group")
+	}
+	g.sub.Unsubscribe()
+	s.nc.Flush()
+	return func() {
+		sub, err := s.nc.ChanSubscribe(natsx.LiveGroup(group), s.liveCh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.gmu.Lock()
+		g.sub = sub
+		s.gmu.Unlock()
+		s.nc.Flush()
+	}
+}
+
+func mustSend(t *testing.T, d chat.Device, req chat.SendRequest) chat.Sent {
+	t.Helper()
+	sent, err := d.Send(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sent
+}
+
+func seqOf(t *testing.T, id string) uint64 {
+	t.Helper()
+	p, ok := parseID(id)
+	if !ok {
+		t.Fatalf("bad id %q", id)
+	}
+	return p.seq
+}
+
+// waitDelivered waits until the status of id, as its sender alice sees
+// it, says bob has it.
+func waitDelivered(t *testing.T, s *Service, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := s.Status(context.Background(), "alice", id)
+		if err == nil && len(st.Recipients) == 1 && st.Recipients[0].Status != "sent" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status of %s = %+v, %v; want delivered to bob", id, st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A group message whose live copy was lost, found only when the next one
+// shows the gap, arrives after a 1:1 message that carried bob's floor past
+// it. Its ack must still make a delivered receipt.
+func TestLateRecordGetsItsReceipt(t *testing.T) {
+	t.Parallel()
+	s, group, alice, bob, sink := groupService(t, Config{VerifyAfter: -1})
+
+	restore := loseLive(t, s, group)
+	m1 := mustSend(t, alice, chat.SendRequest{CID: "g1", Group: group, Body: "live copy lost"})
+	restore()
+	dm := mustSend(t, alice, chat.SendRequest{CID: "d1", To: "bob", Body: "1:1"})
+	if got := sink.ids(t, 1); got[0] != dm.ID {
+		t.Fatalf("bob got %v, want %s", got, dm.ID)
+	}
+	bob.Ack([]string{dm.ID})
+	if f := bob.currentFloor(); f < seqOf(t, m1.ID) {
+		t.Fatalf("floor %d did not pass the lost record %s: the test shows nothing", f, m1.ID)
+	}
+
+	m2 := mustSend(t, alice, chat.SendRequest{CID: "g2", Group: group, Body: "shows the gap"})
+	got := sink.ids(t, 3)
+	if got[1] != m1.ID || got[2] != m2.ID {
+		t.Fatalf("bob got %v, want %s then %s after %s", got, m1.ID, m2.ID, dm.ID)
+	}
+	bob.Ack([]string{m1.ID, m2.ID})
+	waitDelivered(t, s, dm.ID)
+	waitDelivered(t, s, m2.ID)
+	waitDelivered(t, s, m1.ID)
+}
+
+// A catch-up's read misses a group record and so does live delivery (the
+// subscription did not reach the republishing server in time); the group
+// stays quiet, so no later record shows the gap. The check against the
+// log's leader finds it, and bob's floor never passes it unacknowledged.
+func TestVerifyFindsARecordTheCatchUpMissed(t *testing.T) {
+	t.Parallel()
+	const after = 500 * time.Millisecond
+	s, group, alice, bob, sink := groupService(t, Config{VerifyAfter: after})
+
+	restore := loseLive(t, s, group)
+	defer restore()
+	s.Resync() // a catch-up that reads the group before the record is stored
+	waitLive(t, bob)
+	m1 := mustSend(t, alice, chat.SendRequest{CID: "g1", Group: group, Body: "missed by read and live"})
+	dm := mustSend(t, alice, chat.SendRequest{CID: "d1", To: "bob", Body: "1:1"})
+	if got := sink.ids(t, 1); got[0] != dm.ID {
+		t.Fatalf("bob got %v, want %s", got, dm.ID)
+	}
+	bob.Ack([]string{dm.ID})
+	if f := bob.storableFloor(); f >= seqOf(t, m1.ID) {
+		t.Fatalf("floor %d passed %s, which bob has not had", f, m1.ID)
+	}
+
+	got := sink.ids(t, 2)
+	if got[1] != m1.ID {
+		t.Fatalf("bob got %v, want %s after %s", got, m1.ID, dm.ID)
+	}
+	bob.Ack([]string{m1.ID})
+	waitDelivered(t, s, m1.ID)
+	// The second check passes and the floor moves past both.
+	deadline := time.Now().Add(10 * time.Second)
+	for bob.storableFloor() < seqOf(t, dm.ID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("floor stays at %d, want %d", bob.storableFloor(), seqOf(t, dm.ID))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Alice's device reads the group too (her own message is passed over).
+	var missed dto.Metric
+	if err := s.m.MissedRecords.Write(&missed); err != nil || missed.GetCounter().GetValue() != 2 {
+		t.Errorf("missed records counted %v (%v), want 2: bob's and alice's devices", missed.GetCounter().GetValue(), err)
+	}
+}
