@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,9 +59,11 @@ func TestClusterChaos(t *testing.T) {
 	}
 	nc := startNATSCluster(t)
 	dbURL := pgtest.NewURL(t)
+	logs := &gatewayLogs{}
 	var gws []*gatewayProc
 	for i := 1; i <= 3; i++ {
-		gws = append(gws, startGateway(t, nc, dbURL, fmt.Sprint("gw-", i), "", "", "--enforce-ownership", "--log-level", "error"))
+		id := fmt.Sprint("gw-", i)
+		gws = append(gws, startGatewayTo(t, logs.writer(id), nc, dbURL, id, "", "", "--enforce-ownership", "--log-level", "warn"))
 	}
 	waitRoutes(t, ringOf(gws...), "probe", gws...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -107,7 +112,7 @@ func TestClusterChaos(t *testing.T) {
 	<-added
 	restart := time.Now()
 	nc.restart(victim)
-	sim.setGateway(1, startGateway(t, nc, dbURL, dead.id, dead.addr, dead.data, "--enforce-ownership", "--log-level", "error"))
+	sim.setGateway(1, startGatewayTo(t, logs.writer(dead.id+"'"), nc, dbURL, dead.id, dead.addr, dead.data, "--enforce-ownership", "--log-level", "warn"))
 	t.Logf("restarted nats-server %s and gateway %s", leader, dead.id)
 	time.Sleep(cfg.phase)
 
@@ -137,11 +142,15 @@ func TestClusterChaos(t *testing.T) {
 		t.Errorf("%d (message, device) deliveries missing, e.g. %v", len(missing), missing[:min(len(missing), 10)])
 	}
 	sim.checkIDs()
+	t.Logf("records found missed by the catch-up checks: %v", sim.metricSum(ctx, "jetchat_missed_records_total"))
 	if m := sim.waitReceipts(ctx, 30*time.Second); len(m) > 0 {
 		t.Errorf("%d delivered receipts missing at the senders' devices, e.g. %v", len(m), m[:min(len(m), 10)])
-		sim.explainReceipts(ctx, 10)
+		sim.explainReceipts(ctx, 10, logs)
 	}
 	sim.checkPresence(ctx)
+	if v := logs.grep("ermissions violation"); len(v) > 0 {
+		t.Errorf("nats.conf does not let the gateways do what they do:\n%s", strings.Join(v[:min(len(v), 10)], "\n"))
+	}
 }
 
 // chaosSim is the simulated clients of TestClusterChaos.
@@ -181,8 +190,9 @@ type simDevice struct {
 
 	mu        sync.Mutex
 	conn      *client.Conn
-	connected chan struct{} // closed while conn is set
-	got       map[string]bool
+	connected chan struct{}              // closed while conn is set
+	got       map[string]time.Time       // message id → when it first came
+	sessions  []session                  // every session, in order
 	receipts  map[string]map[string]bool // message id → users whose delivered receipt came
 	gateway   string                     // of the current or last session
 	since     time.Time                  // when that session started
@@ -207,7 +217,7 @@ func newChaosSim(t *testing.T, cfg chaosConfig, gws []*gatewayProc) *chaosSim {
 			n = 2
 		}
 		for d := 0; d < n; d++ {
-			dev := &simDevice{user: u, id: fmt.Sprint("dev", d), got: map[string]bool{}, receipts: map[string]map[string]bool{}, connected: make(chan struct{})}
+			dev := &simDevice{user: u, id: fmt.Sprint("dev", d), got: map[string]time.Time{}, receipts: map[string]map[string]bool{}, connected: make(chan struct{})}
 			dev.tok = clusterToken(t, u.id, dev.id)
 			u.devices = append(u.devices, dev)
 			s.devices = append(s.devices, dev)
@@ -270,6 +280,7 @@ func (s *chaosSim) sessionLoop(ctx context.Context, d *simDevice) {
 		d.mu.Lock()
 		d.conn = c
 		d.gateway, d.since = c.Hello().Gateway, time.Now()
+		d.sessions = append(d.sessions, session{gateway: d.gateway, from: d.since})
 		close(d.connected)
 		d.mu.Unlock()
 		for {
@@ -284,10 +295,11 @@ func (s *chaosSim) sessionLoop(ctx context.Context, d *simDevice) {
 			d.mu.Lock()
 			switch {
 			case f.Message != nil:
-				if d.got[id] {
+				if _, ok := d.got[id]; ok {
 					s.repeats.Add(1)
+				} else {
+					d.got[id] = time.Now()
 				}
-				d.got[id] = true
 			case f.Receipt.Status == "delivered":
 				by := d.receipts[f.Receipt.Msg]
 				if by == nil {
@@ -304,6 +316,8 @@ func (s *chaosSim) sessionLoop(ctx context.Context, d *simDevice) {
 		}
 		c.Abort()
 		d.mu.Lock()
+		last := &d.sessions[len(d.sessions)-1]
+		last.to, last.code = time.Now(), c.CloseCode()
 		d.conn = nil
 		d.connected = make(chan struct{})
 		d.mu.Unlock()
@@ -597,7 +611,7 @@ func (s *chaosSim) missing() []string {
 	for _, r := range recs {
 		for _, d := range s.expected(r) {
 			d.mu.Lock()
-			ok := d.got[r.id]
+			_, ok := d.got[r.id]
 			d.mu.Unlock()
 			if !ok {
 				out = append(out, fmt.Sprintf("%s(%s)→%s/%s", r.id, r.cid, d.user.id, d.id))
@@ -653,36 +667,166 @@ func (s *chaosSim) missingReceipts() []string {
 // when they were sent and what the server's status of the message says
 // (asked as the sender): "delivered" by the recipient means the receipt
 // was stored but did not reach the sender's devices; "sent" that it was
-// never made.
-func (s *chaosSim) explainReceipts(ctx context.Context, n int) {
+// never made. For each recipient whose receipt is missing it logs when its
+// devices got the message and their sessions, and then the gateways' log
+// lines about those recipients.
+func (s *chaosSim) explainReceipts(ctx context.Context, n int, logs *gatewayLogs) {
 	recs := s.sentRecs()
+	owing := map[string]bool{} // recipients with a receipt missing
 	for _, r := range recs {
 		if n == 0 {
-			return
+			break
 		}
-		missing := false
-		members := s.membersFor(r)
-		for _, d := range r.from.devices {
-			d.mu.Lock()
-			for _, m := range members {
-				if r.group != "" && m != r.from && !d.receipts[r.id][m.id] {
-					missing = true
+		var by []*simUser
+		if r.group != "" {
+			for _, m := range s.membersFor(r) {
+				if m != r.from {
+					by = append(by, m)
 				}
 			}
-			if r.group == "" && r.to != r.from.id && !d.receipts[r.id][r.to] {
-				missing = true
-			}
-			d.mu.Unlock()
+		} else if r.to != r.from.id {
+			by = []*simUser{s.byID[r.to]}
 		}
-		if !missing {
+		var missing []*simUser
+		for _, m := range by {
+			for _, d := range r.from.devices {
+				d.mu.Lock()
+				lost := !d.receipts[r.id][m.id]
+				d.mu.Unlock()
+				if lost {
+					missing = append(missing, m)
+					break
+				}
+			}
+		}
+		if len(missing) == 0 {
 			continue
 		}
 		n--
 		var st client.MessageStatus
 		err := (&client.API{BaseURL: s.base(), Token: clusterToken(s.t, r.from.id, "")}).Do(ctx, "GET", "/v1/messages/"+r.id, nil, &st)
 		s.t.Logf("receipt missing: %s cid %s from %s to %q group %q, sent %s after start (answered +%s); status as the sender: %+v %v",
-			r.id, r.cid, r.from.id, r.to, r.group, r.first.Sub(s.start).Truncate(time.Millisecond), r.answered.Sub(r.first).Truncate(time.Millisecond), st, err)
+			r.id, r.cid, r.from.id, r.to, r.group, s.since(r.first), r.answered.Sub(r.first).Truncate(time.Millisecond), st, err)
+		for _, m := range missing {
+			owing[m.id] = true
+			for _, d := range m.devices {
+				d.mu.Lock()
+				got, ok := d.got[r.id]
+				d.mu.Unlock()
+				when := "never"
+				if ok {
+					when = s.since(got).String()
+				}
+				s.t.Logf("    %s/%s got it at %s", m.id, d.id, when)
+			}
+		}
 	}
+	for id := range owing {
+		for _, d := range s.byID[id].devices {
+			d.mu.Lock()
+			var spans []string
+			for _, ss := range d.sessions {
+				to := "now"
+				if !ss.to.IsZero() {
+					to = fmt.Sprintf("%s (close %d)", s.since(ss.to), ss.code)
+				}
+				spans = append(spans, fmt.Sprintf("%s %s–%s", ss.gateway, s.since(ss.from), to))
+			}
+			d.mu.Unlock()
+			s.t.Logf("sessions of %s/%s: %s", id, d.id, strings.Join(spans, "; "))
+		}
+		lines := logs.grep("user_id=" + id)
+		s.t.Logf("gateway log lines about %s (%d):\n%s", id, len(lines), strings.Join(lines[:min(len(lines), 40)], "\n"))
+	}
+	if lines := logs.grep("receipt"); len(lines) > 0 {
+		s.t.Logf("gateway log lines about receipts (%d):\n%s", len(lines), strings.Join(lines[:min(len(lines), 40)], "\n"))
+	}
+}
+
+// metricSum is the sum over the gateways of a Prometheus counter or gauge
+// without labels, or -1 when a gateway does not answer.
+func (s *chaosSim) metricSum(ctx context.Context, name string) float64 {
+	s.gwMu.Lock()
+	gws := slices.Clone(s.gws)
+	s.gwMu.Unlock()
+	var sum float64
+	for _, g := range gws {
+		req, _ := http.NewRequestWithContext(ctx, "GET", g.base()+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return -1
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return -1
+		}
+		for _, ln := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(ln, name+" "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				sum += f
+			}
+		}
+	}
+	return sum
+}
+
+// since is how long after the start of traffic t was.
+func (s *chaosSim) since(t time.Time) time.Duration {
+	return t.Sub(s.start).Truncate(time.Millisecond)
+}
+
+// session is one connection of a simulated device.
+type session struct {
+	gateway  string
+	from, to time.Time
+	code     int // close code, once ended
+}
+
+// gatewayLogs keeps the gateways' log lines, each prefixed with its
+// gateway, to explain a failure.
+type gatewayLogs struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// writer returns a writer whose lines are kept with prefix.
+func (l *gatewayLogs) writer(prefix string) io.Writer {
+	return &prefixWriter{l: l, prefix: prefix + " "}
+}
+
+// grep returns the lines that contain sub.
+func (l *gatewayLogs) grep(sub string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, ln := range l.lines {
+		if strings.Contains(ln, sub) {
+			out = append(out, ln)
+		}
+	}
+	return out
+}
+
+type prefixWriter struct {
+	l       *gatewayLogs
+	prefix  string
+	partial []byte
+}
+
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	w.l.mu.Lock()
+	defer w.l.mu.Unlock()
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.l.lines = append(w.l.lines, w.prefix+string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	return len(p), nil
 }
 
 // waitReceipts waits until no receipt is missing, or timeout.

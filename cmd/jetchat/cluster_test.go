@@ -314,6 +314,12 @@ func (g *gatewayProc) ws() string   { return "ws://" + g.addr + "/v1/ws" }
 // addr (a fresh port when empty), with extra flags.
 func startGateway(t *testing.T, nc *natsCluster, dbURL, id, addr, data string, extra ...string) *gatewayProc {
 	t.Helper()
+	return startGatewayTo(t, os.Stderr, nc, dbURL, id, addr, data, extra...)
+}
+
+// startGatewayTo is startGateway with the gateway's log going to stderr.
+func startGatewayTo(t *testing.T, stderr io.Writer, nc *natsCluster, dbURL, id, addr, data string, extra ...string) *gatewayProc {
+	t.Helper()
 	if addr == "" {
 		addr = freePort(t)
 	}
@@ -323,7 +329,7 @@ func startGateway(t *testing.T, nc *natsCluster, dbURL, id, addr, data string, e
 	args := append([]string{"--nats-url", nc.urls(), "--replicas", "3", "--gateway-id", id,
 		"--public-url", "ws://" + addr + "/v1/ws", "--jwt-secret", testSecret}, nc.nodeAuth()...)
 	args = append(args, extra...)
-	p := startProcessAt(t, addr, data, dbURL, args...)
+	p := startProcessTo(t, stderr, addr, data, dbURL, args...)
 	return &gatewayProc{process: p, id: id, data: data}
 }
 

@@ -228,13 +228,19 @@ func startProcess(t *testing.T, data, dbURL string, args ...string) *process {
 // node where its clients expect it).
 func startProcessAt(t *testing.T, addr, data, dbURL string, args ...string) *process {
 	t.Helper()
+	return startProcessTo(t, os.Stderr, addr, data, dbURL, args...)
+}
+
+// startProcessTo is startProcessAt with the process's log going to stderr.
+func startProcessTo(t *testing.T, stderr io.Writer, addr, data, dbURL string, args ...string) *process {
+	t.Helper()
 	if len(args) == 0 {
 		args = []string{"--nats-listen", "none"}
 	}
 	cmd := exec.Command(binary(t), append([]string{"serve", "--data", data, "--http", addr, "--log-level", "warn"}, args...)...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "JETCHAT_SEND_RATE=10000", "JETCHAT_SEND_BURST=10000")
 	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
