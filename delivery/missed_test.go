@@ -167,3 +167,18 @@ func TestVerifyFindsARecordTheCatchUpMissed(t *testing.T) {
 		t.Errorf("missed records counted %v (%v), want 2: bob's and alice's devices", missed.GetCounter().GetValue(), err)
 	}
 }
+
+// A new leader of the message log may not have republished the last
+// records the old one stored: its advisory makes every device read the log.
+func TestNewLeaderMakesDevicesReadTheLog(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, Config{})
+	sink, lost := bobMissesOne(t, s)
+	// What the server publishes when the stream elects a leader.
+	if err := s.nc.Publish(natsx.LeaderElected(natsx.StreamMsgs), []byte(`{"type":"io.nats.jetstream.advisory.v1.stream_leader_elected"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := sink.ids(t, 1); got[0] != lost.ID {
+		t.Fatalf("after the advisory bob got %v, want %s", got, lost.ID)
+	}
+}

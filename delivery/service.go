@@ -35,6 +35,7 @@ type Service struct {
 	wg     sync.WaitGroup // catch-up goroutines
 
 	liveCh   chan *nats.Msg
+	elected  *nats.Subscription // the message log's leader-elected advisories
 	receipts *batcher
 	groups   Groups // nil: no group messaging
 
@@ -105,6 +106,16 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 		gsubs:   map[string]*groupSub{},
 	}
 	s.receipts = newBatcher(s)
+	// A new leader of the message log may not have republished the last
+	// records the old one stored: every device checks the log.
+	s.elected, err = nc.Subscribe(natsx.LeaderElected(natsx.StreamMsgs), func(*nats.Msg) {
+		s.log.Info("message log has a new leader: resyncing devices from the log")
+		s.Resync()
+	})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("delivery: watch the message log's leader elections: %w", err)
+	}
 	return s, nil
 }
 
@@ -117,15 +128,6 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.dispatch(loopCtx) }()
 	go func() { defer wg.Done(); s.receipts.run(loopCtx) }()
-	// A new leader of the message log may not have republished the last
-	// records the old one stored: every device checks the log.
-	elected, err := s.nc.Subscribe(natsx.LeaderElected(natsx.StreamMsgs), func(*nats.Msg) {
-		s.log.Info("message log has a new leader: resyncing devices from the log")
-		s.Resync()
-	})
-	if err != nil {
-		s.log.Warn("watch message log leader elections", "err", err)
-	}
 
 	tick := time.NewTicker(s.cfg.CursorFlush)
 	defer tick.Stop()
@@ -154,8 +156,8 @@ func (s *Service) Run(ctx context.Context) error {
 			d.closeWith(ErrShutdown)
 		}
 	}
-	if elected != nil {
-		elected.Unsubscribe()
+	if s.elected != nil {
+		s.elected.Unsubscribe()
 	}
 	s.cancel() // stop catch-ups
 	s.wg.Wait()
@@ -163,7 +165,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = s.flushCursors(fctx)
+	err := s.flushCursors(fctx)
 	for _, u := range users {
 		if u.sub != nil {
 			u.sub.Unsubscribe()
