@@ -236,13 +236,17 @@ func (d *Device) verify(gen uint64) {
 			d.mu.Unlock()
 			return
 		}
+		n := 0
 		for subject, seq := range missed {
 			if src := d.sourceBySubjectLocked(subject); src != nil && src.last < seq {
-				d.svc.m.MissedRecords.Inc()
-				d.startCatchUpLocked()
-				d.mu.Unlock()
-				return
+				n++
 			}
+		}
+		if n > 0 {
+			d.svc.m.MissedRecords.Add(float64(n))
+			d.startCatchUpLocked()
+			d.mu.Unlock()
+			return
 		}
 		d.unsure = false
 		d.advanceFloorLocked()

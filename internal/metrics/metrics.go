@@ -35,8 +35,9 @@ type Metrics struct {
 	Errors *prometheus.CounterVec
 	// SlowClosed counts sessions closed because their send queue was full.
 	SlowClosed prometheus.Counter
-	// MissedRecords counts records that a device's catch-up read and live
-	// copies both missed, found by the check against the log's leader.
+	// MissedRecords counts the device sources (inbox, groups) in which the
+	// check against the log's leader found a record that the device's
+	// catch-up read and the live copies both missed.
 	MissedRecords prometheus.Counter
 }
 
@@ -68,7 +69,7 @@ func New() *Metrics {
 		SlowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jetchat_slow_sessions_closed_total", Help: "Sessions closed because their send queue was full."}),
 		MissedRecords: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "jetchat_missed_records_total", Help: "Records a device's catch-up read and live copies both missed, found by the check against the message log's leader."}),
+			Name: "jetchat_missed_records_total", Help: "Device sources (inbox, groups) in which the check against the message log's leader found a record that both the catch-up read and the live copies missed."}),
 	}
 	r.MustRegister(
 		// go_gc_heap_live_bytes: the heap the last GC found live, the
