@@ -37,6 +37,7 @@ type BatchRequest struct {
 type directGetRequest struct {
 	Seq       uint64     `json:"seq,omitempty"`
 	NextFor   string     `json:"next_by_subj,omitempty"`
+	LastFor   string     `json:"last_by_subj,omitempty"`
 	Batch     int        `json:"batch,omitempty"`
 	MaxBytes  int        `json:"max_bytes,omitempty"`
 	StartTime *time.Time `json:"start_time,omitempty"`
@@ -141,38 +142,71 @@ func Seq(m *nats.Msg) uint64 {
 	return s
 }
 
+// StoredMsg is a message read from a stream.
+type StoredMsg struct {
+	Seq    uint64
+	Header nats.Header
+	Data   []byte
+}
+
 // NextSeq returns the sequence of the first message of subject stored at
 // or after seq, or 0 when there is none, as the stream's leader sees it.
 // Unlike a direct get, which any replica may answer from a copy that lags
 // the leader, this reads what is committed: use it to check that reads and
 // live copies missed nothing.
 func NextSeq(ctx context.Context, nc *nats.Conn, stream, subject string, seq uint64) (uint64, error) {
-	body, err := json.Marshal(directGetRequest{Seq: seq, NextFor: subject})
-	if err != nil {
+	m, err := leaderGet(ctx, nc, stream, directGetRequest{Seq: seq, NextFor: subject})
+	if err != nil || m == nil {
 		return 0, err
+	}
+	return m.Seq, nil
+}
+
+// LeaderLast returns the last message of subject as the stream's leader
+// has it, or nil when there is none: a read that sees every write
+// acknowledged before it, where a direct get (a KV Get) may not.
+func LeaderLast(ctx context.Context, nc *nats.Conn, stream, subject string) (*StoredMsg, error) {
+	return leaderGet(ctx, nc, stream, directGetRequest{LastFor: subject})
+}
+
+// leaderGet asks the stream's leader for one message ($JS.API.STREAM.MSG.GET);
+// nil when there is none.
+func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req directGetRequest) (*StoredMsg, error) {
+	what := fmt.Sprintf("read %s on %s from its leader", req.NextFor+req.LastFor, stream)
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
 	}
 	m, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
 	if err != nil {
-		return 0, fmt.Errorf("get next %s from %d on %s: %w", subject, seq, stream, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	var resp struct {
 		Message *struct {
-			Seq uint64 `json:"seq"`
+			Seq    uint64 `json:"seq"`
+			Header []byte `json:"hdrs"`
+			Data   []byte `json:"data"`
 		} `json:"message"`
 		Error *APIError `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return 0, fmt.Errorf("get next %s from %d on %s: %w", subject, seq, stream, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
-		return 0, nil
+		return nil, nil
 	case resp.Error != nil:
-		return 0, fmt.Errorf("get next %s from %d on %s: %w", subject, seq, stream, resp.Error)
+		return nil, fmt.Errorf("%s: %w", what, resp.Error)
 	case resp.Message == nil:
-		return 0, fmt.Errorf("get next %s from %d on %s: empty answer", subject, seq, stream)
+		return nil, fmt.Errorf("%s: empty answer", what)
 	}
-	return resp.Message.Seq, nil
+	out := &StoredMsg{Seq: resp.Message.Seq, Data: resp.Message.Data}
+	if len(resp.Message.Header) > 0 {
+		if out.Header, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return out, nil
 }
 
 // errCodeNoMessage is JetStream's error code for "no message found".

@@ -108,6 +108,27 @@ func TestNextSeqAsksTheLeader(t *testing.T) {
 	}
 }
 
+func TestLeaderLastReadsTheLastMessage(t *testing.T) {
+	t.Parallel()
+	nc, js := ensured(t)
+	ctx := context.Background()
+	m := nats.NewMsg(natsx.Inbox("bob"))
+	m.Header.Set("Jetchat-Test", "second")
+	m.Data = []byte("2")
+	for _, msg := range []*nats.Msg{{Subject: natsx.Inbox("bob"), Data: []byte("1")}, m, {Subject: natsx.Inbox("alice"), Data: []byte("3")}} {
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := natsx.LeaderLast(ctx, nc, natsx.StreamMsgs, natsx.Inbox("bob"))
+	if err != nil || got == nil || got.Seq != 2 || string(got.Data) != "2" || got.Header.Get("Jetchat-Test") != "second" {
+		t.Errorf("LeaderLast(bob) = %+v, %v; want seq 2 with its header", got, err)
+	}
+	if got, err := natsx.LeaderLast(ctx, nc, natsx.StreamMsgs, natsx.Inbox("carol")); got != nil || err != nil {
+		t.Errorf("LeaderLast(carol) = %+v, %v; want nothing", got, err)
+	}
+}
+
 func TestStartEmbeddedTakenPort(t *testing.T) {
 	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
