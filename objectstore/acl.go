@@ -8,6 +8,8 @@ import (
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/natsx"
 )
 
 // The states of an access record. A record is created before the first byte
@@ -89,6 +91,57 @@ func (s *Store) load(ctx context.Context, id string) (*record, uint64, error) {
 		return nil, 0, fmt.Errorf("decode access record %s: %w", id, err)
 	}
 	return &rec, e.Revision(), nil
+}
+
+// loadFromLeader is load, read from the bucket's stream leader (see New);
+// it needs s.nc.
+func (s *Store) loadFromLeader(ctx context.Context, id string) (*record, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	bucket := s.acl.Bucket()
+	m, err := natsx.LeaderLast(ctx, s.nc, "KV_"+bucket, "$KV."+bucket+"."+id)
+	if err != nil {
+		return nil, 0, unavailable("read access record "+id, err)
+	}
+	if m == nil || m.Header.Get(kvOperation) != "" { // DEL or PURGE
+		return nil, 0, ErrNotFound
+	}
+	var rec record
+	if err := json.Unmarshal(m.Data, &rec); err != nil {
+		return nil, 0, fmt.Errorf("decode access record %s: %w", id, err)
+	}
+	return &rec, m.Seq, nil // a key's revision is its stream sequence
+}
+
+// kvOperation is the header a KV delete or purge carries.
+const kvOperation = "KV-Operation"
+
+// readable loads the record of id and reports whether user may read its
+// media. A record missing or not readable through the bucket (any replica
+// answers) is read again from the leader before the answer is no, so that
+// an upload or grant acknowledged a moment ago counts. fresh reads from the
+// leader at once.
+func (s *Store) readable(ctx context.Context, id, user string, fresh bool) (*record, uint64, bool, error) {
+	if !fresh || s.nc == nil {
+		rec, rev, err := s.load(ctx, id)
+		if err == nil {
+			ok, err := s.canRead(ctx, rec, user)
+			if err != nil || ok {
+				return rec, rev, ok, err
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, 0, false, err
+		}
+		if s.nc == nil {
+			return rec, rev, false, err // err: nil or ErrNotFound
+		}
+	}
+	rec, rev, err := s.loadFromLeader(ctx, id)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	ok, err := s.canRead(ctx, rec, user)
+	return rec, rev, ok, err
 }
 
 // create writes the first record of id; it fails with

@@ -32,13 +32,17 @@ type Store struct {
 	cfg    Config
 	blobs  Blobs
 	acl    jetstream.KeyValue
+	nc     *nats.Conn // when set, a refusal is checked against the access bucket's leader
 	groups GroupMembership
 	log    *slog.Logger
 }
 
 // New returns a Store keeping bytes in obs and access records in acl (the
-// buckets natsx.Ensure makes); it reads media back over nc. groups may be
-// nil: group grants then let nobody read.
+// buckets natsx.Ensure makes); it reads media back over nc. Before it
+// refuses media, it reads the access record again from the bucket's leader
+// over nc: a KV Get may be answered by a replica that has not yet applied
+// the upload or grant just acknowledged. groups may be nil: group grants
+// then let nobody read.
 func New(cfg Config, nc *nats.Conn, obs jetstream.ObjectStore, acl jetstream.KeyValue, groups GroupMembership, log *slog.Logger) (*Store, error) {
 	if nc == nil || obs == nil {
 		return nil, errors.New("objectstore: New needs a NATS connection and an object store")
@@ -47,11 +51,17 @@ func New(cfg Config, nc *nats.Conn, obs jetstream.ObjectStore, acl jetstream.Key
 	if err != nil {
 		return nil, err
 	}
-	return NewWithBlobs(cfg, blobs, acl, groups, log)
+	s, err := NewWithBlobs(cfg, blobs, acl, groups, log)
+	if err != nil {
+		return nil, err
+	}
+	s.nc = nc
+	return s, nil
 }
 
 // NewWithBlobs returns a Store keeping bytes in blobs (for example an
-// S3-compatible store) and access records in acl.
+// S3-compatible store) and access records in acl. It reads the access
+// records only through acl (see New).
 func NewWithBlobs(cfg Config, blobs Blobs, acl jetstream.KeyValue, groups GroupMembership, log *slog.Logger) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -182,11 +192,7 @@ func (s *Store) Open(ctx context.Context, user, id string) (chat.MediaObject, er
 	// A member asking at once is given a moment for the grant to land.
 	wait := 25 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		rec, _, err := s.load(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := s.canRead(ctx, rec, user)
+		rec, _, ok, err := s.readable(ctx, id, user, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -234,12 +240,10 @@ func (s *Store) Attach(ctx context.Context, sender, id string, g chat.MediaGrant
 	if g.Group != "" && (!ident.ValidToken(g.Group) || g.Seq == 0) {
 		return ErrBadGrant
 	}
-	for range 8 {
-		rec, rev, err := s.load(ctx, id)
-		if err != nil {
-			return err
-		}
-		ok, err := s.canRead(ctx, rec, sender)
+	for attempt := range 8 {
+		// After a lost race, the record is read from the leader: a replica
+		// may still hold the revision that lost.
+		rec, rev, ok, err := s.readable(ctx, id, sender, attempt > 0)
 		if err != nil {
 			return err
 		}

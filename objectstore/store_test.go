@@ -757,3 +757,50 @@ func TestStoreLargeUploadBoundedMemory(t *testing.T) {
 			downInuse, downLive, base, boundMiB, 2*boundMiB)
 	}
 }
+
+// A KV Get may be answered by a replica that has not applied a write the
+// leader acknowledged. Here that replica is a mirror of the access bucket
+// that answers direct gets beside it (as a lagging replica does) and holds
+// none of the media's records: about half the reads of the bucket miss
+// them. Uploads and grants must count all the same.
+func TestLaggingReplicaDoesNotHideMedia(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, objectstore.Config{}, nil)
+	info := put(t, f.store, "alice", 1000)
+	const probe = "lagging-probe"
+	if _, err := f.js.CreateStream(ctx10(t), jetstream.StreamConfig{
+		Name:    "LAGGING_ACL",
+		Storage: jetstream.FileStorage,
+		Mirror: &jetstream.StreamSource{Name: "KV_" + natsx.BucketMediaACL,
+			FilterSubject: "$KV." + natsx.BucketMediaACL + "." + probe},
+		AllowDirect:  true,
+		MirrorDirect: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The mirror answers direct gets once it has caught up with a record.
+	if _, err := f.res.MediaACL.Put(ctx10(t), probe, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	misses := 0
+	for i := 0; i < 200 && misses == 0; i++ {
+		if _, err := f.res.MediaACL.Get(ctx10(t), info.ID); errors.Is(err, jetstream.ErrKeyNotFound) {
+			misses++
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if misses == 0 {
+		t.Fatal("the mirror answered no read of the bucket: the test shows nothing")
+	}
+	for i := range 20 {
+		if _, err := f.store.Open(ctx10(t), "alice", info.ID); err != nil {
+			t.Fatalf("open #%d by the uploader: %v", i, err)
+		}
+		if err := f.store.Attach(ctx10(t), "alice", info.ID, chat.MediaGrant{Users: []string{fmt.Sprint("bob", i)}}); err != nil {
+			t.Fatalf("attach #%d: %v", i, err)
+		}
+		if _, err := f.store.Open(ctx10(t), fmt.Sprint("bob", i), info.ID); err != nil {
+			t.Fatalf("open #%d by its recipient: %v", i, err)
+		}
+	}
+}
