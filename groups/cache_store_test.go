@@ -23,10 +23,15 @@ func TestCacheInvalidationAcrossStores(t *testing.T) {
 	f := newFixture(t)
 	a := f.store(t, groups.Config{}) // two nodes on one NATS and one Postgres
 	b := f.store(t, groups.Config{})
+	before := groups.Invalidations(b, "gANY")
 	g, err := a.Create(ctx(t), "alice", "Team", []string{"bob", "carol"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The creation's announcement reaches b when it does: handled after
+	// b's reads below, it would empty b's cache before the check that b
+	// answers from it.
+	eventually(t, "b handles the creation's announcement", func() bool { return groups.Invalidations(b, g.ID) > before })
 	for _, s := range []*groups.Store{a, b} {
 		for _, tc := range []struct {
 			user string

@@ -13,3 +13,8 @@ func CacheOn(s *Store) bool {
 
 // CacheSize returns the number of groups s caches and their weight.
 func CacheSize(s *Store) (groups, weight int) { return s.cache.size() }
+
+// Invalidations is the invalidation generation of group's stripe in s's
+// cache: it grows each time s drops the group's entry (a change made or
+// announced). Until a group changes, every stripe has the same one.
+func Invalidations(s *Store, group string) uint64 { return s.cache.stamp(group) }
