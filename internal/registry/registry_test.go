@@ -313,7 +313,10 @@ func TestRegistryBackAfterAPartition(t *testing.T) {
 	ns := natstest.RunJetStream(t)
 	a := start(t, ns, "gw-a", time.Time{})
 	b := start(t, ns, "gw-b", time.Time{})
+	// Both must have seen b's registration: one handled after Subscribe
+	// would come first, as a join.
 	waitAlive(t, a, b)
+	waitAlive(t, b, b)
 	fromA, cancelA := a.Subscribe()
 	defer cancelA()
 	fromB, cancelB := b.Subscribe() // b sees its own entry expire too
