@@ -767,21 +767,7 @@ func TestLaggingReplicaDoesNotHideMedia(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, objectstore.Config{}, nil)
 	info := put(t, f.store, "alice", 1000)
-	const probe = "lagging-probe"
-	if _, err := f.js.CreateStream(ctx10(t), jetstream.StreamConfig{
-		Name:    "LAGGING_ACL",
-		Storage: jetstream.FileStorage,
-		Mirror: &jetstream.StreamSource{Name: "KV_" + natsx.BucketMediaACL,
-			FilterSubject: "$KV." + natsx.BucketMediaACL + "." + probe},
-		AllowDirect:  true,
-		MirrorDirect: true,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	// The mirror answers direct gets once it has caught up with a record.
-	if _, err := f.res.MediaACL.Put(ctx10(t), probe, []byte("x")); err != nil {
-		t.Fatal(err)
-	}
+	natstest.LaggingReplica(t, f.js, "KV_"+natsx.BucketMediaACL, "$KV."+natsx.BucketMediaACL+".lagging-probe")
 	misses := 0
 	for i := 0; i < 200 && misses == 0; i++ {
 		if _, err := f.res.MediaACL.Get(ctx10(t), info.ID); errors.Is(err, jetstream.ErrKeyNotFound) {

@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -55,4 +56,28 @@ func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// LaggingReplica stands a mirror of stream beside it that answers the
+// stream's direct gets as one of its replicas would, but holds only the
+// records of probe (a subject of stream): a replica that lags behind
+// everything else, so that about half the direct gets of other records
+// miss them. It stores one record on probe, after which the mirror starts
+// answering (at once or a moment later: wait for a miss).
+func LaggingReplica(t testing.TB, js jetstream.JetStream, stream, probe string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:         "LAGGING_" + stream,
+		Storage:      jetstream.FileStorage,
+		Mirror:       &jetstream.StreamSource{Name: stream, FilterSubject: probe},
+		AllowDirect:  true,
+		MirrorDirect: true,
+	}); err != nil {
+		t.Fatalf("lagging replica of %s: %v", stream, err)
+	}
+	if _, err := js.Publish(ctx, probe, []byte("probe")); err != nil {
+		t.Fatalf("lagging replica of %s: %v", stream, err)
+	}
 }
