@@ -235,14 +235,27 @@ type msgHead struct {
 func (s *Service) lookupMessage(ctx context.Context, idSeq uint64) (*msgHead, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	var h nats.Header
 	m, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, idSeq)
-	if errors.Is(err, natsx.ErrNoMessage) {
-		return nil, nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, natsx.ErrNoMessage):
+		// Any replica may answer a direct get, one that lags the leader
+		// too: a message just sent may not be there yet. Ask the leader
+		// before saying no.
+		sm, err := natsx.LeaderGet(ctx, s.nc, natsx.StreamMsgs, idSeq)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		if sm == nil || sm.Header == nil {
+			return nil, nil
+		}
+		h = sm.Header
+		h.Set(natsx.HdrSubject, sm.Subject)
+	case err != nil:
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	default:
+		h = m.Header
 	}
-	h := m.Header
 	kind, from, to, group := h.Get(HdrKind), h.Get(HdrFrom), h.Get(HdrTo), h.Get(HdrGroup)
 	if h.Get(HdrID) != "" || (to == "" && group == "") {
 		return nil, nil // this record does not make an id

@@ -2,12 +2,14 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
 )
 
@@ -180,5 +182,36 @@ func TestNewLeaderMakesDevicesReadTheLog(t *testing.T) {
 	}
 	if got := sink.ids(t, 1); got[0] != lost.ID {
 		t.Fatalf("after the advisory bob got %v, want %s", got, lost.ID)
+	}
+}
+
+// A direct get may be answered by a replica that lags the leader. Here that
+// replica is a mirror of the message log answering direct gets beside it
+// (as a lagging replica does) without the messages: about half the direct
+// reads of them miss. A message's status must still be found.
+func TestStatusFindsAMessageALaggingReplicaLacks(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, Config{})
+	ctx := context.Background()
+	sent, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: "1", To: "bob", Body: "just sent"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.LaggingReplica(t, s.js, natsx.StreamMsgs, natsx.Inbox("lagging-probe"))
+	seq := seqOf(t, sent.ID)
+	misses := 0
+	for i := 0; i < 200 && misses == 0; i++ {
+		if _, err := natsx.Get(ctx, s.nc, natsx.StreamMsgs, seq); errors.Is(err, natsx.ErrNoMessage) {
+			misses++
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if misses == 0 {
+		t.Fatal("the mirror answered no direct get: the test shows nothing")
+	}
+	for i := range 20 {
+		if st, err := s.Status(ctx, "alice", sent.ID); err != nil || st.ID != sent.ID {
+			t.Fatalf("status #%d of %s = %+v, %v", i, sent.ID, st, err)
+		}
 	}
 }

@@ -144,9 +144,10 @@ func Seq(m *nats.Msg) uint64 {
 
 // StoredMsg is a message read from a stream.
 type StoredMsg struct {
-	Seq    uint64
-	Header nats.Header
-	Data   []byte
+	Subject string
+	Seq     uint64
+	Header  nats.Header
+	Data    []byte
 }
 
 // NextSeq returns the sequence of the first message of subject stored at
@@ -169,10 +170,16 @@ func LeaderLast(ctx context.Context, nc *nats.Conn, stream, subject string) (*St
 	return leaderGet(ctx, nc, stream, directGetRequest{LastFor: subject})
 }
 
+// LeaderGet returns the message with sequence seq as the stream's leader
+// has it, or nil when there is none (see LeaderLast).
+func LeaderGet(ctx context.Context, nc *nats.Conn, stream string, seq uint64) (*StoredMsg, error) {
+	return leaderGet(ctx, nc, stream, directGetRequest{Seq: seq})
+}
+
 // leaderGet asks the stream's leader for one message ($JS.API.STREAM.MSG.GET);
 // nil when there is none.
 func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req directGetRequest) (*StoredMsg, error) {
-	what := fmt.Sprintf("read %s on %s from its leader", req.NextFor+req.LastFor, stream)
+	what := fmt.Sprintf("read %s from %d on %s from its leader", req.NextFor+req.LastFor, req.Seq, stream)
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -183,9 +190,10 @@ func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req directGetR
 	}
 	var resp struct {
 		Message *struct {
-			Seq    uint64 `json:"seq"`
-			Header []byte `json:"hdrs"`
-			Data   []byte `json:"data"`
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Header  []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
 		} `json:"message"`
 		Error *APIError `json:"error"`
 	}
@@ -200,7 +208,7 @@ func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req directGetR
 	case resp.Message == nil:
 		return nil, fmt.Errorf("%s: empty answer", what)
 	}
-	out := &StoredMsg{Seq: resp.Message.Seq, Data: resp.Message.Data}
+	out := &StoredMsg{Subject: resp.Message.Subject, Seq: resp.Message.Seq, Data: resp.Message.Data}
 	if len(resp.Message.Header) > 0 {
 		if out.Header, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)

@@ -127,6 +127,12 @@ func TestLeaderLastReadsTheLastMessage(t *testing.T) {
 	if got, err := natsx.LeaderLast(ctx, nc, natsx.StreamMsgs, natsx.Inbox("carol")); got != nil || err != nil {
 		t.Errorf("LeaderLast(carol) = %+v, %v; want nothing", got, err)
 	}
+	if got, err := natsx.LeaderGet(ctx, nc, natsx.StreamMsgs, 3); err != nil || got == nil || got.Subject != natsx.Inbox("alice") || string(got.Data) != "3" {
+		t.Errorf("LeaderGet(3) = %+v, %v; want alice's", got, err)
+	}
+	if got, err := natsx.LeaderGet(ctx, nc, natsx.StreamMsgs, 99); got != nil || err != nil {
+		t.Errorf("LeaderGet(99) = %+v, %v; want nothing", got, err)
+	}
 }
 
 func TestStartEmbeddedTakenPort(t *testing.T) {
