@@ -194,16 +194,20 @@ func (d *Device) drainPendingLocked() bool {
 }
 
 // verify runs VerifyAfter after catch-up number gen handed the device over
-// to live delivery. It asks the message log's leader whether any source
-// holds a record up to the device's position that the device has not
-// processed: one the catch-up's read did not see (a lagging replica
-// answered) and that did not come live (the subscription had not reached
-// the leader's server yet). A miss starts another catch-up, which verifies
-// again; otherwise the floor may move on.
+// to live delivery. It asks the message log's leader for each source's
+// first record after the last one the device has: one the catch-up's read
+// did not see (a lagging replica answered) and that did not come live (the
+// subscription had not reached the leader's server yet) would be there.
+// Such a record at or below the device's position, which other sources'
+// records carried past it, is missed. One above it may just be on its
+// way: VerifyAfter later it must have come live, or it is missed too. A
+// miss starts another catch-up (which verifies again); otherwise the floor
+// may move on.
 func (d *Device) verify(gen uint64) {
 	defer d.svc.wg.Done()
 	ctx := d.svc.ctx
 	wait := d.svc.cfg.VerifyAfter
+	var ahead map[string]uint64 // found last round above the position: due live since
 	for {
 		select {
 		case <-ctx.Done():
@@ -215,6 +219,10 @@ func (d *Device) verify(gen uint64) {
 			d.mu.Unlock() // a newer catch-up verifies for itself
 			return
 		}
+		if ahead != nil {
+			d.settle(len(d.unprocessedLocked(ahead)))
+			return
+		}
 		upTo := d.pos
 		srcs := []source{*d.inbox}
 		for _, s := range d.groups {
@@ -222,7 +230,7 @@ func (d *Device) verify(gen uint64) {
 		}
 		d.mu.Unlock()
 
-		missed, err := d.findMissed(ctx, srcs, upTo)
+		next, err := d.nextRecords(ctx, srcs)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -236,30 +244,54 @@ func (d *Device) verify(gen uint64) {
 			d.mu.Unlock()
 			return
 		}
-		n := 0
-		for subject, seq := range missed {
-			if src := d.sourceBySubjectLocked(subject); src != nil && src.last < seq {
-				n++
+		next = d.unprocessedLocked(next)
+		missed := 0
+		for subject, seq := range next {
+			if seq <= upTo {
+				missed++
+				delete(next, subject)
 			}
 		}
-		if n > 0 {
-			d.svc.m.MissedRecords.Add(float64(n))
-			d.startCatchUpLocked()
-			d.mu.Unlock()
+		if missed > 0 || len(next) == 0 {
+			d.settle(missed)
 			return
 		}
-		d.unsure = false
-		d.advanceFloorLocked()
+		ahead, wait = next, d.svc.cfg.VerifyAfter
 		d.mu.Unlock()
-		d.user.markDirty()
-		return
 	}
 }
 
-// findMissed returns, per source subject, the first record after the
-// source's last one and up to upTo, as the leader has it.
-func (d *Device) findMissed(ctx context.Context, srcs []source, upTo uint64) (map[string]uint64, error) {
-	var missed map[string]uint64
+// settle ends a verification, with d.mu held, and unlocks it: with missed
+// sources, another catch-up; without, the floor moves on.
+func (d *Device) settle(missed int) {
+	if missed > 0 {
+		d.svc.m.MissedRecords.Add(float64(missed))
+		d.startCatchUpLocked()
+		d.mu.Unlock()
+		return
+	}
+	d.unsure = false
+	d.advanceFloorLocked()
+	d.mu.Unlock()
+	d.user.markDirty() // after d.mu: the user's lock comes first
+}
+
+// unprocessedLocked keeps, of records (subject → sequence), those the
+// device's sources have not processed yet.
+func (d *Device) unprocessedLocked(records map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for subject, seq := range records {
+		if src := d.sourceBySubjectLocked(subject); src != nil && src.last < seq {
+			out[subject] = seq
+		}
+	}
+	return out
+}
+
+// nextRecords returns, per source subject, the first record after the
+// source's last one that the device reads, as the leader has it.
+func (d *Device) nextRecords(ctx context.Context, srcs []source) (map[string]uint64, error) {
+	next := map[string]uint64{}
 	for _, s := range srcs {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		seq, err := natsx.NextSeq(rctx, d.svc.nc, natsx.StreamMsgs, s.subject, s.last+1)
@@ -267,14 +299,11 @@ func (d *Device) findMissed(ctx context.Context, srcs []source, upTo uint64) (ma
 		if err != nil {
 			return nil, err
 		}
-		if seq != 0 && seq <= upTo && s.accepts(seq) {
-			if missed == nil {
-				missed = map[string]uint64{}
-			}
-			missed[s.subject] = seq
+		if seq != 0 && s.accepts(seq) {
+			next[s.subject] = seq
 		}
 	}
-	return missed, nil
+	return next, nil
 }
 
 // sourceBySubjectLocked returns the device's source reading subject, or nil.
