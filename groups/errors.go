@@ -77,7 +77,11 @@ func unreachable(err error) bool {
 			strings.HasPrefix(c, "57P") || // shutting down, cannot connect now
 			c == "57014" || // statement cancelled (statement_timeout)
 			c == "40001" || c == "40P01" || // serialization failure, deadlock
-			c == "55P03" // lock not available
+			c == "55P03" || // lock not available
+			// The schema is not there yet: serve applies the migrations in
+			// the background, retrying while Postgres is down, and serves
+			// 1:1 messaging meanwhile.
+			c == "42P01" // undefined table
 	}
 	var netErr net.Error
 	var connErr *pgconn.ConnectError

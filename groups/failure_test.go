@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/pgtest"
 )
 
 // unavailable checks that err wraps both ErrUnavailable and chat's.
@@ -55,6 +58,29 @@ func TestPostgresUnreachable(t *testing.T) {
 	if info, err := f.stream.Info(c); err != nil || info.State.Msgs != 0 {
 		t.Errorf("message log holds %v records, %v; want none", info.State.Msgs, err)
 	}
+}
+
+// TestSchemaNotMadeYet: a node serves before its migrations have run (they
+// run in the background at start); group calls are then unavailable, to be
+// retried, not internal errors.
+func TestSchemaNotMadeYet(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(ctx(t), pgtest.NewURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	f := newFixtureOn(t, pool)
+	s := f.store(t, groups.Config{})
+	c := ctx(t)
+	_, err = s.Create(c, "alice", "Team", []string{"bob"})
+	unavailable(t, "Create", err)
+	_, err = s.List(c, "alice")
+	unavailable(t, "List", err)
+	_, err = s.IsMember(c, "gSOME", "bob")
+	unavailable(t, "IsMember", err)
+	_, err = s.Memberships(c, "bob", 0)
+	unavailable(t, "Memberships", err)
 }
 
 func TestCacheAnswersWhilePostgresIsDown(t *testing.T) {
