@@ -75,73 +75,61 @@ func (r *record) addGrant(users []string, g groupGrant) bool {
 	return changed
 }
 
-// load reads the record of id. A missing or deleted key is ErrNotFound.
-func (s *Store) load(ctx context.Context, id string) (*record, uint64, error) {
+// load reads the record of id, from the bucket (any replica may answer)
+// or, fresh, from its stream's leader (see New; it needs s.nc). A missing
+// or deleted key is ErrNotFound.
+func (s *Store) load(ctx context.Context, id string, fresh bool) (*record, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
-	e, err := s.acl.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, 0, ErrNotFound
-	}
-	if err != nil {
-		return nil, 0, unavailable("read access record "+id, err)
-	}
-	var rec record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return nil, 0, fmt.Errorf("decode access record %s: %w", id, err)
-	}
-	return &rec, e.Revision(), nil
-}
-
-// loadFromLeader is load, read from the bucket's stream leader (see New);
-// it needs s.nc.
-func (s *Store) loadFromLeader(ctx context.Context, id string) (*record, uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
-	defer cancel()
-	bucket := s.acl.Bucket()
-	m, err := natsx.LeaderLast(ctx, s.nc, "KV_"+bucket, "$KV."+bucket+"."+id)
-	if err != nil {
-		return nil, 0, unavailable("read access record "+id, err)
-	}
-	if m == nil || m.Header.Get(kvOperation) != "" { // DEL or PURGE
-		return nil, 0, ErrNotFound
+	var value []byte
+	var rev uint64
+	if fresh {
+		bucket := s.acl.Bucket()
+		m, err := natsx.LeaderLast(ctx, s.nc, "KV_"+bucket, "$KV."+bucket+"."+id)
+		if err != nil {
+			return nil, 0, unavailable("read access record "+id, err)
+		}
+		if m == nil || m.Header.Get(kvOperation) != "" { // DEL or PURGE
+			return nil, 0, ErrNotFound
+		}
+		value, rev = m.Data, m.Seq // a key's revision is its stream sequence
+	} else {
+		e, err := s.acl.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return nil, 0, ErrNotFound
+		}
+		if err != nil {
+			return nil, 0, unavailable("read access record "+id, err)
+		}
+		value, rev = e.Value(), e.Revision()
 	}
 	var rec record
-	if err := json.Unmarshal(m.Data, &rec); err != nil {
+	if err := json.Unmarshal(value, &rec); err != nil {
 		return nil, 0, fmt.Errorf("decode access record %s: %w", id, err)
 	}
-	return &rec, m.Seq, nil // a key's revision is its stream sequence
+	return &rec, rev, nil
 }
 
 // kvOperation is the header a KV delete or purge carries.
 const kvOperation = "KV-Operation"
 
 // readable loads the record of id and reports whether user may read its
-// media. A record missing or not readable through the bucket (any replica
-// answers) is read again from the leader before the answer is no, so that
-// an upload or grant acknowledged a moment ago counts. fresh reads from the
-// leader at once.
+// media. A record missing or not readable through the bucket is read again
+// from the leader before the answer is no, so that an upload or grant
+// acknowledged a moment ago counts. fresh reads from the leader at once.
 func (s *Store) readable(ctx context.Context, id, user string, fresh bool) (*record, uint64, bool, error) {
-	if !fresh || s.nc == nil {
-		rec, rev, err := s.load(ctx, id)
+	fresh = fresh && s.nc != nil
+	for {
+		rec, rev, err := s.load(ctx, id, fresh)
+		ok := false
 		if err == nil {
-			ok, err := s.canRead(ctx, rec, user)
-			if err != nil || ok {
-				return rec, rev, ok, err
-			}
-		} else if !errors.Is(err, ErrNotFound) {
-			return nil, 0, false, err
+			ok, err = s.canRead(ctx, rec, user)
 		}
-		if s.nc == nil {
-			return rec, rev, false, err // err: nil or ErrNotFound
+		if ok || fresh || s.nc == nil || (err != nil && !errors.Is(err, ErrNotFound)) {
+			return rec, rev, ok, err
 		}
+		fresh = true
 	}
-	rec, rev, err := s.loadFromLeader(ctx, id)
-	if err != nil {
-		return nil, 0, false, err
-	}
-	ok, err := s.canRead(ctx, rec, user)
-	return rec, rev, ok, err
 }
 
 // create writes the first record of id; it fails with
