@@ -207,7 +207,7 @@ func (d *Device) verify(gen uint64) {
 	defer d.svc.wg.Done()
 	ctx := d.svc.ctx
 	wait := d.svc.cfg.VerifyAfter
-	var ahead map[string]uint64 // found last round above the position: due live since
+	var ahead map[*record]bool // found last round above the position: due live since
 	for {
 		select {
 		case <-ctx.Done():
@@ -246,10 +246,10 @@ func (d *Device) verify(gen uint64) {
 		}
 		next = d.unprocessedLocked(next)
 		missed := 0
-		for subject, seq := range next {
-			if seq <= upTo {
+		for r := range next {
+			if r.seq <= upTo {
 				missed++
-				delete(next, subject)
+				delete(next, r)
 			}
 		}
 		if missed > 0 || len(next) == 0 {
@@ -276,22 +276,22 @@ func (d *Device) settle(missed int) {
 	d.user.markDirty() // after d.mu: the user's lock comes first
 }
 
-// unprocessedLocked keeps, of records (subject → sequence), those the
-// device's sources have not processed yet.
-func (d *Device) unprocessedLocked(records map[string]uint64) map[string]uint64 {
-	out := map[string]uint64{}
-	for subject, seq := range records {
-		if src := d.sourceBySubjectLocked(subject); src != nil && src.last < seq {
-			out[subject] = seq
+// unprocessedLocked keeps, of records (their subject, group and sequence
+// only), those the device's sources have not processed yet.
+func (d *Device) unprocessedLocked(records map[*record]bool) map[*record]bool {
+	out := map[*record]bool{}
+	for r := range records {
+		if src := d.sourceLocked(r); src != nil && src.last < r.seq {
+			out[r] = true
 		}
 	}
 	return out
 }
 
-// nextRecords returns, per source subject, the first record after the
-// source's last one that the device reads, as the leader has it.
-func (d *Device) nextRecords(ctx context.Context, srcs []source) (map[string]uint64, error) {
-	next := map[string]uint64{}
+// nextRecords returns each source's first record after its last one that
+// the device reads, as the leader has it (subject, group and sequence).
+func (d *Device) nextRecords(ctx context.Context, srcs []source) (map[*record]bool, error) {
+	next := map[*record]bool{}
 	for _, s := range srcs {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		seq, err := natsx.NextSeq(rctx, d.svc.nc, natsx.StreamMsgs, s.subject, s.last+1)
@@ -300,21 +300,8 @@ func (d *Device) nextRecords(ctx context.Context, srcs []source) (map[string]uin
 			return nil, err
 		}
 		if seq != 0 && s.accepts(seq) {
-			next[s.subject] = seq
+			next[&record{seq: seq, subject: s.subject, group: s.group}] = true
 		}
 	}
 	return next, nil
-}
-
-// sourceBySubjectLocked returns the device's source reading subject, or nil.
-func (d *Device) sourceBySubjectLocked(subject string) *source {
-	if d.inbox.subject == subject {
-		return d.inbox
-	}
-	for _, s := range d.groups {
-		if s.subject == subject {
-			return s
-		}
-	}
-	return nil
 }
