@@ -63,8 +63,9 @@ func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
 // records of probe (a subject of stream): a replica that lags behind
 // everything else, so that about half the direct gets of other records
 // miss them. It stores one record on probe, after which the mirror starts
-// answering (at once or a moment later: wait for a miss).
-func LaggingReplica(t testing.TB, js jetstream.JetStream, stream, probe string) {
+// answering, and returns once missed (a read of a record the mirror lacks)
+// reports a miss; the test fails if none comes, as it would show nothing.
+func LaggingReplica(t testing.TB, js jetstream.JetStream, stream, probe string, missed func() bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -80,4 +81,11 @@ func LaggingReplica(t testing.TB, js jetstream.JetStream, stream, probe string) 
 	if _, err := js.Publish(ctx, probe, []byte("probe")); err != nil {
 		t.Fatalf("lagging replica of %s: %v", stream, err)
 	}
+	for range 200 {
+		if missed() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("the lagging replica of %s answered no read", stream)
 }
