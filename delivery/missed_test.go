@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/wire"
 )
 
 // groupService is a delivery service with group messaging (real Postgres)
@@ -243,4 +245,94 @@ func TestCatchUpOnALaggingReplicaMissesNothing(t *testing.T) {
 			t.Errorf("%s got %v, want %v", to, got, ids)
 		}
 	}
+}
+
+// A late record acknowledged by two devices of its recipient still makes
+// one delivered receipt: once per recipient user, however many of its
+// devices ack (PROTOCOL.md, ack).
+func TestLateRecordReceiptOncePerUser(t *testing.T) {
+	t.Parallel()
+	s, group, alice, phone, phoneSink := groupService(t, Config{VerifyAfter: -1, ReceiptDelay: time.Millisecond, ReceiptSpacing: time.Millisecond})
+	laptopSink := newSink(0)
+	cd, err := s.Connect(context.Background(), "bob", "laptop", laptopSink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	laptop := cd.(*Device)
+	waitLive(t, laptop)
+	devices := []struct {
+		d    *Device
+		sink *chanSink
+	}{{phone, phoneSink}, {laptop, laptopSink}}
+
+	restore := loseLive(t, s, group)
+	m1 := mustSend(t, alice, chat.SendRequest{CID: "g1", Group: group, Body: "live copy lost"})
+	restore()
+	dm := mustSend(t, alice, chat.SendRequest{CID: "d1", To: "bob", Body: "1:1"})
+	for _, dev := range devices {
+		waitForIDs(t, dev.sink, dm.ID)
+		dev.d.Ack([]string{dm.ID})
+	}
+	m2 := mustSend(t, alice, chat.SendRequest{CID: "g2", Group: group, Body: "shows the gap"})
+	for _, dev := range devices {
+		waitForIDs(t, dev.sink, m1.ID, m2.ID)
+		dev.d.Ack([]string{m1.ID, m2.ID})
+	}
+	waitDelivered(t, s, m1.ID)
+	time.Sleep(200 * time.Millisecond) // a second receipt would be stored by now
+	if n := deliveredReceipts(t, s, "alice", m1.ID, "bob"); n != 1 {
+		t.Errorf("alice's inbox holds %d delivered receipts of %s by bob, want 1", n, m1.ID)
+	}
+}
+
+// waitForIDs waits until sink holds frames with all of ids.
+func waitForIDs(t *testing.T, sink *chanSink, ids ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		have := map[string]bool{}
+		sink.mu.Lock()
+		n := len(sink.frames)
+		sink.mu.Unlock()
+		for _, id := range sink.ids(t, n) {
+			have[id] = true
+		}
+		missing := false
+		for _, id := range ids {
+			missing = missing || !have[id]
+		}
+		if !missing {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sink lacks some of %v", ids)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// deliveredReceipts counts the delivered receipts of msg by "by" stored in
+// user's inbox.
+func deliveredReceipts(t *testing.T, s *Service, user, msg, by string) int {
+	t.Helper()
+	n := 0
+	_, err := natsx.GetBatch(context.Background(), s.nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox(user), Seq: 1, Batch: 1000}, func(m *nats.Msg) error {
+		if m.Header.Get(HdrKind) != KindReceipts {
+			return nil
+		}
+		b, err := decodeReceiptsBody(m.Data)
+		if err != nil {
+			return err
+		}
+		for _, it := range b.Items {
+			if it.Msg == msg && it.By == by && it.Status == wire.StatusDelivered {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
