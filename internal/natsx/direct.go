@@ -67,15 +67,16 @@ func GetBatch(ctx context.Context, nc *nats.Conn, stream string, req BatchReques
 	if err != nil {
 		return res, err
 	}
+	// The reply holds at most Batch messages and the end-of-batch status:
+	// a channel of that size never overflows. (A synchronous subscription
+	// would allocate nats.go's default of 64Ki slots, 512 KiB, per read.)
+	replies := make(chan *nats.Msg, req.Batch+2)
 	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	sub, err := nc.ChanSubscribe(inbox, replies)
 	if err != nil {
 		return res, fmt.Errorf("direct get: subscribe: %w", err)
 	}
 	defer sub.Unsubscribe()
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		return res, err
-	}
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
 		return res, fmt.Errorf("direct get: %w", err)
 	}
@@ -85,9 +86,11 @@ func GetBatch(ctx context.Context, nc *nats.Conn, stream string, req BatchReques
 		defer cancel()
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, err)
+		var m *nats.Msg
+		select {
+		case m = <-replies:
+		case <-ctx.Done():
+			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, ctx.Err())
 		}
 		if len(m.Data) == 0 && m.Header != nil {
 			switch m.Header.Get(hdrStatus) {

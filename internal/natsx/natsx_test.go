@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,36 @@ func TestGetBatchReadsOneSubjectInOrder(t *testing.T) {
 	}
 	if _, err := natsx.Get(ctx, nc, natsx.StreamMsgs, 999); !errors.Is(err, natsx.ErrNoMessage) {
 		t.Errorf("Get(999) error = %v, want ErrNoMessage", err)
+	}
+}
+
+// TestGetBatchAllocatesForItsReplyOnly: a batch read is made for every
+// catch-up, so its cost must follow the size of the batch. Not parallel:
+// the allocation count is the whole process's.
+func TestGetBatchAllocatesForItsReplyOnly(t *testing.T) {
+	nc, js := ensured(t)
+	ctx := context.Background()
+	if _, err := js.Publish(ctx, natsx.Inbox("bob"), []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	read := func() {
+		res, err := natsx.GetBatch(ctx, nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox("bob"), Seq: 1, Batch: 512}, func(*nats.Msg) error { return nil })
+		if err != nil || res.Count != 1 {
+			t.Fatalf("GetBatch = %+v, %v", res, err)
+		}
+	}
+	read()
+	const reads = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < reads; i++ {
+		read()
+	}
+	runtime.ReadMemStats(&after)
+	// A 512-message reply needs a 4 KiB queue; the rest (request, inbox,
+	// one message, the server's side) is a few KiB more.
+	if per := (after.TotalAlloc - before.TotalAlloc) / reads; per > 64<<10 {
+		t.Errorf("one batch read of one message allocates %d KiB, want at most 64 KiB", per>>10)
 	}
 }
 
