@@ -21,6 +21,11 @@ type corkConn struct {
 	cork  bool
 	buf   *[]byte
 	wrote bool // a flush failed: the connection is broken
+
+	// br is the read buffer gorilla reads frames from: Hijack hands it to
+	// the upgrader, so the session can wait for bytes, and tell whether
+	// any are buffered, outside gorilla's reader.
+	br *bufio.Reader
 }
 
 var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -78,10 +83,17 @@ func (c *corkConn) flushLocked() error {
 	return err
 }
 
-// corkWriter makes gorilla's Upgrade hijack a corkConn.
+// minReadBuffer is the smallest read buffer a session gets: gorilla's
+// upgrader (with its own ReadBufferSize 0) reads frames from the hijacked
+// reader only when that holds more than 256 bytes.
+const minReadBuffer = 512
+
+// corkWriter makes gorilla's Upgrade hijack a corkConn, and read frames
+// through a buffer the session can see.
 type corkWriter struct {
 	http.ResponseWriter
-	conn *corkConn
+	conn     *corkConn
+	readSize int
 }
 
 func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -90,5 +102,9 @@ func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &corkConn{Conn: nc}
-	return w.conn, brw, nil
+	if brw.Reader.Buffered() > 0 {
+		return w.conn, brw, nil // bytes before the handshake's end: the upgrader refuses them
+	}
+	w.conn.br = bufio.NewReaderSize(w.conn, max(w.readSize, minReadBuffer))
+	return w.conn, bufio.NewReadWriter(w.conn.br, brw.Writer), nil
 }

@@ -47,8 +47,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// RequestTimeout bounds the storage calls of one frame or request.
 	RequestTimeout time.Duration
-	// ReadBufferSize and WriteBufferSize are the WebSocket I/O buffers;
-	// write buffers are pooled, so idle sessions hold none.
+	// ReadBufferSize and WriteBufferSize are the WebSocket I/O buffers
+	// (the read buffer at least 512 bytes); write buffers are pooled, so
+	// idle sessions hold none.
 	ReadBufferSize  int
 	WriteBufferSize int
 }
@@ -65,7 +66,7 @@ func Defaults() Config {
 		PongWait:        15 * time.Second,
 		WriteTimeout:    10 * time.Second,
 		RequestTimeout:  15 * time.Second,
-		ReadBufferSize:  256,
+		ReadBufferSize:  512,
 		WriteBufferSize: 4096,
 	}
 }
@@ -165,7 +166,9 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 		limiters: map[string]*userLimiter{},
 	}
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  cfg.ReadBufferSize,
+		// 0: gorilla reads frames from the buffer the session's
+		// corkWriter hands it (cfg.ReadBufferSize, at least 512 bytes).
+		ReadBufferSize:  0,
 		WriteBufferSize: cfg.WriteBufferSize,
 		WriteBufferPool: &sync.Pool{},
 		// Tokens are bearer tokens, not cookies: a foreign page cannot

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -48,15 +49,16 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // session is one WebSocket connection.
 //
-// Goroutines: a reader goroutine lives as long as the connection and does
-// nothing but read frames, so its stack stays small; a worker goroutine runs
-// the frames (sends, acks...) and a writer goroutine writes the queue, each
-// existing only while it has work. An idle session therefore costs one small
-// stack.
+// Goroutines: one reader at a time reads frames, and waits for the
+// client's next bytes in the smallest stack there is (see read); a worker
+// goroutine runs the frames (sends, acks...) and a writer goroutine writes
+// the queue, each existing only while it has work. An idle session
+// therefore costs one 2 KiB stack.
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
-	cork   *corkConn // the connection under conn
+	cork   *corkConn     // the connection under conn
+	br     *bufio.Reader // the buffer conn reads frames from
 	user   string
 	device string
 	lim    *rate.Limiter
@@ -90,7 +92,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		s.writeCode(w, wire.CodeUnavailable, "this gateway is shutting down; reconnect")
 		return
 	}
-	cw := &corkWriter{ResponseWriter: w}
+	cw := &corkWriter{ResponseWriter: w, readSize: s.cfg.ReadBufferSize}
 	conn, err := s.upgrader.Upgrade(cw, r, nil)
 	if err != nil {
 		return // the upgrader answered the client
@@ -99,6 +101,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		srv:    s,
 		conn:   conn,
 		cork:   cw.conn,
+		br:     cw.conn.br,
 		user:   c.User,
 		device: c.Device,
 		done:   make(chan struct{}),
@@ -153,36 +156,109 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 	go ss.read()
 }
 
-// read is the reader goroutine: it owns the session's lifetime.
+// read is the session's reader; the reader that finds the connection
+// ended ends the session.
+//
+// It waits for the client's next bytes in its read buffer (a Peek, a few
+// frames deep), answers the pings and pongs it finds there itself, and
+// calls gorilla's NextReader only for a data frame: NextReader waits for
+// the frame after a pong deep in its own stack, which then stays at
+// 4 KiB, twice the smallest, for as long as the session is idle. A stack
+// that has grown for data frames never shrinks back either, so the first
+// pong after data frames (the gateway pings every PingInterval) hands the
+// reading over to a fresh goroutine, which starts small: an idle session
+// sheds it within one ping, and a busy one starts no goroutine per frame.
 func (ss *session) read() {
-	s := ss.srv
-	defer s.wg.Done()
+	defer ss.srv.wg.Done()
+	grown := false
 	for {
-		mt, r, err := ss.conn.NextReader()
-		if err != nil {
-			ss.readFailed(err)
-			break
+		if ss.br != nil {
+			ss.br.Peek(1) // an error comes again from NextReader
+			if ss.controlFrame() {
+				if grown {
+					ss.srv.wg.Add(1)
+					go ss.read()
+					return
+				}
+				continue
+			}
 		}
-		if ss.isClosing() {
-			// Closing: discard what the client still sends until it
-			// answers the close frame or the grace ends.
-			continue
+		if !ss.readFrame() {
+			ss.end()
+			return
 		}
-		ss.extendRead()
-		if mt != websocket.TextMessage {
-			s.m.FramesIn.WithLabelValues("invalid").Inc()
-			ss.fail(wire.Errorf(wire.CodeBadRequest, "frames must be text frames holding one JSON object"))
-			continue
-		}
-		buf := readBufs.Get().(*bytes.Buffer)
-		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
-			readBufs.Put(buf)
-			ss.readFailed(err)
-			break
-		}
-		ss.enqueue(buf)
+		grown = true
 	}
+}
+
+// readFrame reads one data frame and queues it for the worker. It returns
+// false when the connection has failed or closed.
+func (ss *session) readFrame() bool {
+	s := ss.srv
+	mt, r, err := ss.conn.NextReader()
+	if err != nil {
+		ss.readFailed(err)
+		return false
+	}
+	if ss.isClosing() {
+		// Closing: discard what the client still sends until it answers
+		// the close frame or the grace ends.
+		return true
+	}
+	ss.extendRead()
+	if mt != websocket.TextMessage {
+		s.m.FramesIn.WithLabelValues("invalid").Inc()
+		ss.fail(wire.Errorf(wire.CodeBadRequest, "frames must be text frames holding one JSON object"))
+		return true
+	}
+	buf := readBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		readBufs.Put(buf)
+		ss.readFailed(err)
+		return false
+	}
+	ss.enqueue(buf)
+	return true
+}
+
+// controlFrame answers a ping, or takes a pong, that is whole in the read
+// buffer, as gorilla would (RFC 6455: a final, masked frame of at most 125
+// bytes). Anything else is left to gorilla, which also rejects what is
+// malformed.
+func (ss *session) controlFrame() bool {
+	h, err := ss.br.Peek(2)
+	if err != nil {
+		return false
+	}
+	op := int(h[0] & 0x0f)
+	n := int(h[1] & 0x7f)
+	if h[0]&0xf0 != 0x80 || h[1]&0x80 == 0 || n > 125 || (op != websocket.PingMessage && op != websocket.PongMessage) {
+		return false
+	}
+	f, err := ss.br.Peek(2 + 4 + n)
+	if err != nil {
+		return false
+	}
+	payload := make([]byte, n)
+	for i := range payload {
+		payload[i] = f[6+i] ^ f[2+i%4]
+	}
+	ss.br.Discard(2 + 4 + n)
+	if op == websocket.PongMessage {
+		ss.extendRead()
+	} else {
+		// As gorilla's own ping handler: a failed pong shows as a failed
+		// read or write soon enough.
+		ss.conn.WriteControl(websocket.PongMessage, payload, time.Now().Add(ss.srv.cfg.WriteTimeout))
+	}
+	return true
+}
+
+// end runs when the connection has ended: the frames already read still
+// run, then the device detaches and the session is forgotten.
+func (ss *session) end() {
+	s := ss.srv
 	ss.work.Wait() // frames already read still run
 	if ss.dev != nil {
 		ss.dev.Close()

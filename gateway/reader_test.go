@@ -1,0 +1,203 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/jetchat/jetchat/gateway"
+	"github.com/jetchat/jetchat/internal/natstest"
+	"github.com/jetchat/jetchat/internal/testnode"
+)
+
+// heldConn collects the client's writes while held, so that several frames
+// reach the server in one TCP segment.
+type heldConn struct {
+	net.Conn
+	mu   sync.Mutex
+	hold bool
+	buf  bytes.Buffer
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hold {
+		return c.buf.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *heldConn) setHold(hold bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold = hold
+	if hold || c.buf.Len() == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf.Bytes())
+	c.buf.Reset()
+	return err
+}
+
+// dialRaw opens a session with a plain gorilla client over a heldConn.
+func dialRaw(t *testing.T, n *testnode.Node, user string) (*websocket.Conn, *heldConn) {
+	t.Helper()
+	var held *heldConn
+	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		held = &heldConn{Conn: c}
+		return held, nil
+	}}
+	ws, _, err := d.Dial(n.WS, http.Header{"Authorization": {"Bearer " + testnode.Token(t, user, "phone")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, hello, err := ws.ReadMessage(); err != nil || !strings.Contains(string(hello), `"hello"`) {
+		t.Fatalf("hello = %s, %v", hello, err)
+	}
+	return ws, held
+}
+
+// TestFramesInOneSegmentAllRun: the session waits for bytes in its read
+// buffer; frames that arrive together, data and control, must all be read
+// from it, none left waiting for more bytes from the client.
+func TestFramesInOneSegmentAllRun(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	ws, held := dialRaw(t, n, "alice")
+	pongs := make(chan string, 4)
+	ws.SetPongHandler(func(data string) error { pongs <- data; return nil })
+
+	held.setHold(true)
+	deadline := time.Now().Add(time.Second)
+	steps := []func() error{
+		func() error { return ws.WriteMessage(websocket.TextMessage, []byte(`not json 1`)) },
+		func() error { return ws.WriteControl(websocket.PingMessage, []byte("p1"), deadline) },
+		func() error { return ws.WriteControl(websocket.PongMessage, []byte("unasked"), deadline) },
+		func() error { return ws.WriteMessage(websocket.TextMessage, []byte(`not json 2`)) },
+		func() error { return ws.WriteControl(websocket.PingMessage, []byte("p2"), deadline) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := held.setHold(false); err != nil {
+		t.Fatal(err)
+	}
+	// Two error frames, and the pongs, which the client's reader handles
+	// while it waits for them.
+	for i := 0; i < 2; i++ {
+		_, f, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i+1, err)
+		}
+		if !strings.Contains(string(f), `"bad_request"`) {
+			t.Fatalf("frame %d = %s, want a bad_request error", i+1, f)
+		}
+	}
+	for _, want := range []string{"p1", "p2"} {
+		select {
+		case got := <-pongs:
+			if got != want {
+				t.Errorf("pong %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no pong for ping %q", want)
+		}
+	}
+}
+
+// TestMalformedControlFrameClosesTheSession: a control frame the session
+// does not answer itself (here a ping that is not final) goes to gorilla,
+// which refuses it with a protocol error.
+func TestMalformedControlFrameClosesTheSession(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	ws, held := dialRaw(t, n, "alice")
+	// A ping without FIN, masked with a zero key, payload "x".
+	if _, err := held.Conn.Write([]byte{0x09, 0x81, 0, 0, 0, 0, 'x'}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ws.ReadMessage()
+	if !websocket.IsCloseError(err, websocket.CloseProtocolError) {
+		t.Fatalf("read after a fragmented ping: %v, want close 1002", err)
+	}
+}
+
+// TestIdleReaderWaitsOutsideGorilla: a session that has read frames and
+// then a pong waits for the next ones in a fresh goroutine started by the
+// reader before it (its stack starts small again), and not inside
+// gorilla's NextReader, whose deeper stack would stay at 4 KiB for as long
+// as the session is idle. Not parallel: it reads every goroutine's stack.
+func TestIdleReaderWaitsOutsideGorilla(t *testing.T) {
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{Gateway: gateway.Config{PingInterval: 200 * time.Millisecond}})
+	ws, _ := dialRaw(t, n, "alice")
+	pinged := make(chan struct{}, 16)
+	ws.SetPingHandler(func(data string) error {
+		pinged <- struct{}{}
+		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`not json`)); err != nil {
+		t.Fatal(err)
+	}
+	// The error frame, then two of the gateway's pings, each answered.
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, f, err := ws.ReadMessage(); err != nil || !strings.Contains(string(f), `"bad_request"`) {
+		t.Fatalf("frame = %s, %v; want a bad_request error", f, err)
+	}
+	go func() {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		select {
+		case <-pinged:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no ping from the gateway")
+		}
+	}
+	var readers, inGorilla, fresh int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		readers, inGorilla, fresh = 0, 0, 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if !strings.Contains(g, "gateway.(*session).read(") {
+				continue
+			}
+			readers++
+			if strings.Contains(g, "websocket.(*Conn).NextReader") {
+				inGorilla++
+			}
+			if strings.Contains(g, "created by github.com/jetchat/jetchat/gateway.(*session).read") {
+				fresh++
+			}
+		}
+		if readers == 1 && inGorilla == 0 && fresh == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if readers != 1 || inGorilla != 0 || fresh != 1 {
+		t.Errorf("idle session: %d reader goroutines, %d of them waiting in gorilla's NextReader, %d started by the reader before it; want 1, 0 and 1", readers, inGorilla, fresh)
+	}
+}
