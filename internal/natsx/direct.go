@@ -77,6 +77,10 @@ func GetBatch(ctx context.Context, nc *nats.Conn, stream string, req BatchReques
 		return res, fmt.Errorf("direct get: subscribe: %w", err)
 	}
 	defer sub.Unsubscribe()
+	// A channel subscription is not woken when the connection closes; its
+	// closed handler is.
+	closed := make(chan struct{})
+	sub.SetClosedHandler(func(string) { close(closed) })
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
 		return res, fmt.Errorf("direct get: %w", err)
 	}
@@ -91,6 +95,8 @@ func GetBatch(ctx context.Context, nc *nats.Conn, stream string, req BatchReques
 		case m = <-replies:
 		case <-ctx.Done():
 			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, ctx.Err())
+		case <-closed:
+			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, nats.ErrConnectionClosed)
 		}
 		if len(m.Data) == 0 && m.Header != nil {
 			switch m.Header.Get(hdrStatus) {

@@ -84,6 +84,37 @@ func TestGetBatchReadsOneSubjectInOrder(t *testing.T) {
 	}
 }
 
+// TestGetBatchEndsWhenTheConnectionCloses: a read waiting for its reply
+// fails at once when its connection closes, not at its deadline.
+func TestGetBatchEndsWhenTheConnectionCloses(t *testing.T) {
+	t.Parallel()
+	s := natstest.RunJetStream(t)
+	nc, _ := natstest.Connect(t, s)
+	other, _ := natstest.Connect(t, s)
+	// A responder that never answers.
+	if _, err := other.Subscribe("$JS.API.DIRECT.GET.SILENT", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := natsx.GetBatch(context.Background(), nc, "SILENT", natsx.BatchRequest{Subject: "x", Seq: 1, Batch: 10}, func(*nats.Msg) error { return nil })
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	nc.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Errorf("GetBatch after the connection closed: %v, want ErrConnectionClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("GetBatch still waiting 5 s after its connection closed")
+	}
+}
+
 // TestGetBatchAllocatesForItsReplyOnly: a batch read is made for every
 // catch-up, so its cost must follow the size of the batch. Not parallel:
 // the allocation count is the whole process's.
