@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"runtime"
@@ -199,5 +200,58 @@ func TestIdleReaderWaitsOutsideGorilla(t *testing.T) {
 	}
 	if readers != 1 || inGorilla != 0 || fresh != 1 {
 		t.Errorf("idle session: %d reader goroutines, %d of them waiting in gorilla's NextReader, %d started by the reader before it; want 1, 0 and 1", readers, inGorilla, fresh)
+	}
+}
+
+// TestPongsKeepASessionAlive: the session takes pongs itself; a client that
+// answers the gateway's pings stays connected, and one that answers none is
+// dropped after PingInterval+PongWait (docs/protocol.md).
+func TestPongsKeepASessionAlive(t *testing.T) {
+	t.Parallel()
+	cfg := gateway.Config{PingInterval: 200 * time.Millisecond, PongWait: 300 * time.Millisecond}
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{Gateway: cfg})
+	answers, _ := dialRaw(t, n, "alice")
+	silent, _ := dialRaw(t, n, "bob")
+	errs := make(chan error, 1)
+	go func() {
+		// gorilla's client answers each ping while it reads.
+		answers.SetReadDeadline(time.Time{})
+		for {
+			_, f, err := answers.ReadMessage()
+			if err != nil {
+				errs <- err
+				return
+			}
+			if strings.Contains(string(f), `"bad_request"`) {
+				errs <- nil
+				return
+			}
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond) // three times PingInterval+PongWait
+	if err := answers.WriteMessage(websocket.TextMessage, []byte(`still here?`)); err != nil {
+		t.Fatalf("the answering client's session: %v", err)
+	}
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatalf("the answering client's session ended: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer to the answering client's frame")
+	}
+	// The silent client read nothing, so answered no ping: its
+	// connection is gone (the pings queued before it are read first).
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := silent.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the silent client's connection is still open")
+		}
+		break
 	}
 }
