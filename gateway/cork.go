@@ -23,8 +23,9 @@ type corkConn struct {
 	wrote bool // a flush failed: the connection is broken
 
 	// br is the read buffer gorilla reads frames from: Hijack hands it to
-	// the upgrader, so the session can wait for bytes, and tell whether
-	// any are buffered, outside gorilla's reader.
+	// the upgrader, so the session can wait for bytes, and look at them,
+	// outside gorilla's reader. Every upgraded connection has one (the
+	// upgrader refuses those Hijack gives none).
 	br *bufio.Reader
 }
 

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -57,8 +56,7 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
-	cork   *corkConn     // the connection under conn
-	br     *bufio.Reader // the buffer conn reads frames from
+	cork   *corkConn // the connection under conn, and the buffer conn reads frames from
 	user   string
 	device string
 	lim    *rate.Limiter
@@ -101,7 +99,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		srv:    s,
 		conn:   conn,
 		cork:   cw.conn,
-		br:     cw.conn.br,
 		user:   c.User,
 		device: c.Device,
 		done:   make(chan struct{}),
@@ -172,16 +169,14 @@ func (ss *session) read() {
 	defer ss.srv.wg.Done()
 	grown := false
 	for {
-		if ss.br != nil {
-			ss.br.Peek(1) // an error comes again from NextReader
-			if ss.controlFrame() {
-				if grown {
-					ss.srv.wg.Add(1)
-					go ss.read()
-					return
-				}
-				continue
+		ss.cork.br.Peek(1) // an error comes again from NextReader
+		if ss.controlFrame() {
+			if grown {
+				ss.srv.wg.Add(1)
+				go ss.read()
+				return
 			}
+			continue
 		}
 		if !ss.readFrame() {
 			ss.end()
@@ -227,7 +222,8 @@ func (ss *session) readFrame() bool {
 // bytes). Anything else is left to gorilla, which also rejects what is
 // malformed.
 func (ss *session) controlFrame() bool {
-	h, err := ss.br.Peek(2)
+	br := ss.cork.br
+	h, err := br.Peek(2)
 	if err != nil {
 		return false
 	}
@@ -236,7 +232,7 @@ func (ss *session) controlFrame() bool {
 	if h[0]&0xf0 != 0x80 || h[1]&0x80 == 0 || n > 125 || (op != websocket.PingMessage && op != websocket.PongMessage) {
 		return false
 	}
-	f, err := ss.br.Peek(2 + 4 + n)
+	f, err := br.Peek(2 + 4 + n)
 	if err != nil {
 		return false
 	}
@@ -244,7 +240,7 @@ func (ss *session) controlFrame() bool {
 	for i := range payload {
 		payload[i] = f[6+i] ^ f[2+i%4]
 	}
-	ss.br.Discard(2 + 4 + n)
+	br.Discard(2 + 4 + n)
 	if op == websocket.PongMessage {
 		ss.extendRead()
 	} else {
