@@ -71,6 +71,28 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	return c, nil
 }
 
+// makeConsumer asks jetchat for the bot's consumer. No answer means no node
+// serves the service API yet (the bot started first, or the nodes are
+// restarting): it asks again, for up to 30 s.
+func makeConsumer(ctx context.Context, api *svcapi.Client, c config, log *slog.Logger) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		cons, err := api.Consumer(ctx, c.consumer, svcapi.UserScope(c.bot), svcapi.ConsumerConfig{})
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return cons, err
+		}
+		log.Info("no jetchat node answers yet; asking again", "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (no jetchat node answered for 30 s)", err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
 // run answers messages until ctx ends, then finishes the one in hand.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	c, err := parse(args, getenv, stderr)
@@ -88,9 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cons, err := api.Consumer(cctx, c.consumer, svcapi.UserScope(c.bot), svcapi.ConsumerConfig{})
-	cancel()
+	cons, err := makeConsumer(ctx, api, c, log)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", c.consumer, err)
 	}

@@ -24,10 +24,11 @@ const secret = "echobot-test-secret-0123456789abcdef"
 // TestEchoBotAnswersOverWebSocket runs the real thing: a NATS server with
 // nats.conf's accounts, the jetchat binary connected as user jetchat, two
 // instances of the bot connected as svc-echo, and alice on a WebSocket.
-// Every message alice sends to bot-echo is answered exactly once.
+// Every message alice sends to bot-echo is answered exactly once. The bots
+// start before the node, as they may in a deployment: they wait for it.
 func TestEchoBotAnswersOverWebSocket(t *testing.T) {
 	ns := natstest.RunAccounts(t)
-	addr := startJetchat(t, ns.ClientURL())
+	bin := buildJetchat(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -47,6 +48,7 @@ func TestEchoBotAnswersOverWebSocket(t *testing.T) {
 		}()
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	addr := startJetchat(t, bin, ns.ClientURL())
 
 	tok, err := auth.Mint([]byte(secret), "alice", "phone", time.Hour, time.Now())
 	if err != nil {
@@ -108,14 +110,20 @@ func TestEchoBotAnswersOverWebSocket(t *testing.T) {
 	}
 }
 
-// startJetchat builds and starts the jetchat binary against natsURL as
-// nats.conf's jetchat user; it returns its HTTP address.
-func startJetchat(t *testing.T, natsURL string) string {
+// buildJetchat builds the jetchat binary.
+func buildJetchat(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "jetchat")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/jetchat/jetchat/cmd/jetchat").CombinedOutput(); err != nil {
 		t.Fatalf("build jetchat: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startJetchat starts the jetchat binary bin against natsURL as
+// nats.conf's jetchat user; it returns its HTTP address.
+func startJetchat(t *testing.T, bin, natsURL string) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
