@@ -108,8 +108,8 @@ func TestServeEndToEnd(t *testing.T) {
 	if f, err := alice.Next(dctx); err != nil || f.Receipt == nil || f.Receipt.Status != "delivered" {
 		t.Fatalf("alice got %v, %v", f, err)
 	}
-	// readyz sees NATS, the live gateways and, once the schema is made,
-	// Postgres.
+	// readyz sees NATS, the live gateways, the service API and, once the
+	// schema is made, Postgres.
 	api := &client.API{BaseURL: "http://" + addr}
 	var ready map[string]string
 	deadline := time.Now().Add(20 * time.Second)
@@ -124,7 +124,7 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if ready["nats"] != "ok" || ready["postgres"] != "ok" || ready["gateways"] != "ok" {
+	if ready["nats"] != "ok" || ready["postgres"] != "ok" || ready["gateways"] != "ok" || ready["service_api"] != "ok" {
 		t.Errorf("readyz = %v", ready)
 	}
 	cancel() // SIGTERM

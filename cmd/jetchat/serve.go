@@ -275,6 +275,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}},
 		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
+		// Backend services reach the node over NATS: until the service
+		// API has subscribed, their requests find no responders.
+		{Name: "service_api", Check: func(context.Context) error {
+			select {
+			case <-svcs.api.Ready():
+				return nil
+			default:
+				return errors.New("the service API is not subscribed yet")
+			}
+		}},
 		// Until the live gateways are loaded the ring is empty and routing
 		// fails open (every user is this gateway's): not ready for traffic.
 		{Name: "gateways", Check: func(context.Context) error {
