@@ -66,7 +66,7 @@ func Defaults() Config {
 		PongWait:        15 * time.Second,
 		WriteTimeout:    10 * time.Second,
 		RequestTimeout:  15 * time.Second,
-		ReadBufferSize:  512,
+		ReadBufferSize:  minReadBuffer,
 		WriteBufferSize: 4096,
 	}
 }

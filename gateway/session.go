@@ -217,10 +217,10 @@ func (ss *session) readFrame() bool {
 	return true
 }
 
-// controlFrame answers a ping, or takes a pong, that is whole in the read
+// controlFrame answers a ping, or takes a pong, that starts the read
 // buffer, as gorilla would (RFC 6455: a final, masked frame of at most 125
-// bytes). Anything else is left to gorilla, which also rejects what is
-// malformed.
+// bytes), waiting for the rest of it in the buffer (at most 131 bytes).
+// Anything else is left to gorilla, which also rejects what is malformed.
 func (ss *session) controlFrame() bool {
 	br := ss.cork.br
 	h, err := br.Peek(2)
