@@ -75,17 +75,20 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 // serves the service API yet (the bot started first, or the nodes are
 // restarting): it asks again, for up to 30 s.
 func makeConsumer(ctx context.Context, api *svcapi.Client, c config, log *slog.Logger) (jetstream.Consumer, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	wait := 100 * time.Millisecond
 	for {
-		cons, err := api.Consumer(ctx, c.consumer, svcapi.UserScope(c.bot), svcapi.ConsumerConfig{})
+		cons, err := api.Consumer(tctx, c.consumer, svcapi.UserScope(c.bot), svcapi.ConsumerConfig{})
 		if !errors.Is(err, nats.ErrNoResponders) {
 			return cons, err
 		}
 		log.Info("no jetchat node answers yet; asking again", "in", wait)
 		select {
-		case <-ctx.Done():
+		case <-tctx.Done():
+			if ctx.Err() != nil {
+				return nil, ctx.Err() // stopped while waiting
+			}
 			return nil, fmt.Errorf("%w (no jetchat node answered for 30 s)", err)
 		case <-time.After(wait):
 		}
@@ -112,6 +115,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	cons, err := makeConsumer(ctx, api, c, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
 		return fmt.Errorf("consumer %s: %w", c.consumer, err)
 	}
 	b := &bot{api: api, name: c.bot, log: log}

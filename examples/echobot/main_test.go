@@ -36,13 +36,7 @@ func TestEchoBotAnswersOverWebSocket(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := run(ctx, []string{"--nats-url", ns.ClientURL()}, func(k string) string {
-				if k == "ECHOBOT_NATS_PASSWORD" {
-					return natstest.Password("svc-echo")
-				}
-				return ""
-			}, &testWriter{t: t})
-			if err != nil {
+			if err := runBot(ctx, t, ns.ClientURL()); err != nil {
 				t.Errorf("echobot instance %d: %v", i, err)
 			}
 		}()
@@ -108,6 +102,37 @@ func TestEchoBotAnswersOverWebSocket(t *testing.T) {
 			t.Errorf("extra answer %s", f.Raw)
 		}
 	}
+}
+
+// TestEchoBotStopsWhileWaitingForANode: a bot told to stop while no node
+// answers yet stops at once, without an error.
+func TestEchoBotStopsWhileWaitingForANode(t *testing.T) {
+	ns := natstest.RunAccounts(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runBot(ctx, t, ns.ClientURL())
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run stopped while waiting for a node: %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run still waiting for a node 5 s after it was stopped")
+	}
+}
+
+// runBot runs one bot instance against natsURL as nats.conf's svc-echo.
+func runBot(ctx context.Context, t *testing.T, natsURL string) error {
+	return run(ctx, []string{"--nats-url", natsURL}, func(k string) string {
+		if k == "ECHOBOT_NATS_PASSWORD" {
+			return natstest.Password("svc-echo")
+		}
+		return ""
+	}, &testWriter{t: t})
 }
 
 // buildJetchat builds the jetchat binary.
