@@ -255,3 +255,39 @@ func TestPongsKeepASessionAlive(t *testing.T) {
 		break
 	}
 }
+
+// TestUnreadFramesAreSkippedWhole: a data frame the session does not run
+// (a binary frame, or any frame once the session is closing) is skipped to
+// its end before the reader looks for the next frame; its payload, which
+// may look like a ping, is never taken for frames.
+func TestUnreadFramesAreSkippedWhole(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	ws, held := dialRaw(t, n, "alice")
+	pongs := make(chan string, 4)
+	ws.SetPongHandler(func(data string) error { pongs <- data; return nil })
+	// A binary frame, masked with a zero key, whose payload starts as an
+	// empty masked ping would, then a text frame.
+	payload := []byte{0x89, 0x80, 0, 0, 0, 0, 'j', 'u', 'n', 'k'}
+	frame := append([]byte{0x82, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
+	text := []byte(`not json`)
+	frame = append(frame, 0x81, 0x80|byte(len(text)), 0, 0, 0, 0)
+	frame = append(frame, text...)
+	if _, err := held.Conn.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"text frames", "not a JSON object"} {
+		_, f, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i+1, err)
+		}
+		if !strings.Contains(string(f), `"bad_request"`) || !strings.Contains(string(f), want) {
+			t.Fatalf("frame %d = %s, want a bad_request error about %q", i+1, f, want)
+		}
+	}
+	select {
+	case p := <-pongs:
+		t.Fatalf("the gateway answered a ping (%q) found inside a binary frame", p)
+	default:
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -195,16 +196,19 @@ func (ss *session) readFrame() bool {
 		ss.readFailed(err)
 		return false
 	}
+	// A frame that is not run is read to its end all the same: the reader
+	// looks at the bytes after it for pings (controlFrame), which must not
+	// find them inside its payload.
 	if ss.isClosing() {
 		// Closing: discard what the client still sends until it answers
 		// the close frame or the grace ends.
-		return true
+		return ss.skip(r)
 	}
 	ss.extendRead()
 	if mt != websocket.TextMessage {
 		s.m.FramesIn.WithLabelValues("invalid").Inc()
 		ss.fail(wire.Errorf(wire.CodeBadRequest, "frames must be text frames holding one JSON object"))
-		return true
+		return ss.skip(r)
 	}
 	buf := readBufs.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -214,6 +218,16 @@ func (ss *session) readFrame() bool {
 		return false
 	}
 	ss.enqueue(buf)
+	return true
+}
+
+// skip reads a frame that is not run to its end. It returns false when
+// the connection has failed or closed.
+func (ss *session) skip(r io.Reader) bool {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		ss.readFailed(err)
+		return false
+	}
 	return true
 }
 
