@@ -67,6 +67,10 @@ type SendRequest struct {
 	Group string `json:"group,omitempty"`
 	Body  string `json:"body"`
 	Media string `json:"media,omitempty"`
+	// Ack lists received message and receipt ids to acknowledge with the
+	// send, saving a separate ack frame; the server acks them first,
+	// whatever becomes of the send.
+	Ack []string `json:"ack,omitempty"`
 }
 
 // Error is an error answered by the server, on the WebSocket or over HTTP.
@@ -318,7 +322,7 @@ func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
 	}
 	c.waiters[req.CID] = ch
 	c.mu.Unlock()
-	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media)); err != nil {
+	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
 		c.mu.Lock()
 		delete(c.waiters, req.CID)
 		c.mu.Unlock()
@@ -349,7 +353,7 @@ func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err
 	}
 	c.waiters[req.CID] = ch
 	c.mu.Unlock()
-	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media)); err != nil {
+	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
 		return "", nil, err
 	}
 	return req.CID, ch, nil
@@ -369,7 +373,7 @@ func (c *Conn) SendFunc(req SendRequest, done func(Sent, error)) error {
 	}
 	c.calls[req.CID] = done
 	c.mu.Unlock()
-	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media)); err != nil {
+	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
 		c.mu.Lock()
 		delete(c.calls, req.CID)
 		c.mu.Unlock()

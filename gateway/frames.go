@@ -87,6 +87,11 @@ func (ss *session) allowTyping() bool {
 
 func (ss *session) send(in *wire.Inbound) {
 	s := ss.srv
+	if len(in.Ack) > 0 {
+		// Acks riding on the send count as an ack frame sent just before
+		// it, whatever becomes of the send.
+		ss.dev.Ack(in.Ack)
+	}
 	if !ss.lim.Allow() {
 		ss.rejects++
 		ss.fail(&wire.Error{Code: wire.CodeRateLimited, Message: "sending too fast; slow down", CID: in.CID})

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,4 +228,64 @@ func TestBodiesNeedingEscapesArriveIntact(t *testing.T) {
 			t.Errorf("sent %q, bob got %+v", body, m)
 		}
 	}
+}
+
+// TestAcksRideOnSends: a send's ack field acks as an ack frame just before
+// it would, whatever becomes of the send; a send whose ack list is bad is
+// refused whole.
+func TestAcksRideOnSends(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	alice := n.Dial(t, "alice", "phone")
+	bob := n.Dial(t, "bob", "phone")
+	ids := sendN(t, alice, "bob", 4, "m")
+	receiveN(t, bob, ids[:3], false)
+
+	// Acks on a send that is stored.
+	s, err := bob.SendMsg(ctx10(t), client.SendRequest{To: "alice", Body: "reply", Ack: ids[:2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := nextMessage(t, alice); m.ID != s.ID || m.Body != "reply" {
+		t.Fatalf("alice got %+v, want the reply %s", m, s.ID)
+	}
+	// Acks on a send that is refused after decoding (unknown media): the
+	// acks still count.
+	_, err = bob.SendMsg(ctx10(t), client.SendRequest{To: "alice", Body: "x", Media: "nope", Ack: ids[2:3]})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != "not_found" {
+		t.Fatalf("send with unknown media: %v, want not_found", err)
+	}
+	delivered := map[string]bool{}
+	for len(delivered) < 3 {
+		r := nextReceipt(t, alice)
+		if r.Status != "delivered" || r.By != "bob" {
+			t.Fatalf("alice got receipt %+v, want delivered by bob", r)
+		}
+		delivered[r.Msg] = true
+		alice.Ack(r.ID)
+	}
+	for _, id := range ids[:3] {
+		if !delivered[id] {
+			t.Errorf("no delivered receipt for %s (got %v)", id, delivered)
+		}
+	}
+
+	// A bad id in the list: bad_request with the cid, nothing stored, and
+	// the good id in it is not acked either.
+	m := nextMessage(t, bob)
+	if m.ID != ids[3] {
+		t.Fatalf("bob got %s, want %s", m.ID, ids[3])
+	}
+	bob.WriteRaw([]byte(`{"type":"send","cid":"bad-ack","to":"alice","body":"lost?","ack":["` + m.ID + `","a.b"]}`))
+	if e := expectError(t, bob, "bad_request"); e.CID != "bad-ack" || !strings.Contains(e.Message, "ack") {
+		t.Errorf("error = %+v, want bad_request about the ack list, cid bad-ack", e)
+	}
+	quiet(t, alice, 300*time.Millisecond)
+
+	// Reconnected, bob gets exactly the message he did not ack.
+	bob.Close()
+	bob = n.Dial(t, "bob", "phone")
+	receiveN(t, bob, ids[3:], true)
+	quiet(t, bob, 200*time.Millisecond)
 }

@@ -225,6 +225,9 @@ func decodeSendRequest(bot string, data []byte) (*wire.Inbound, error) {
 		}
 		return nil, err
 	}
+	if len(in.Ack) > 0 {
+		return in, &wire.Error{Code: wire.CodeBadRequest, Message: "a service's send cannot carry ack: a service has no device to acknowledge for", CID: in.CID}
+	}
 	if head.From != nil && *head.From != bot {
 		return in, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("from %q does not match the subject's bot %q", clip(*head.From), bot), CID: in.CID}
 	}

@@ -87,6 +87,7 @@ func TestBotSendIsStoredLikeAClientSend(t *testing.T) {
 	for _, tc := range []struct{ body, code string }{
 		{`{"from":"bot-other","cid":"c8","to":"bob","body":"x"}`, "bad_request"},
 		{`{"type":"ack","ids":["m1"]}`, "bad_request"},
+		{`{"cid":"c10","to":"bob","body":"x","ack":["m1"]}`, "bad_request"},
 		{`not json`, "bad_request"},
 		{`{"type":"send","from":"bot-echo","cid":"c9","to":"bob","body":"typed"}`, ""},
 	} {

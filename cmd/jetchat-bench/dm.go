@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetchat/jetchat/client"
+	"github.com/jetchat/jetchat/internal/wire"
 )
 
 // dmUser is one simulated user of the dm scenario.
@@ -61,6 +62,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	drain := fs.Duration("drain", 15*time.Second, "how long to wait for the last deliveries")
 	bodySize := fs.Int("body", 100, "message body size in bytes")
 	ackLinger := fs.Duration("ack-linger", 20*time.Millisecond, "how long a client collects received ids before acking them in one frame (as an app acks what it stored)")
+	ackOnSend := fs.Bool("ack-on-send", true, "a send carries the ids received since the last ack (the send frame's ack field), as a client acks with its reply; false: acks go only in ack frames")
 	timeline := fs.Duration("timeline", 0, "if set, print send → delivery p50/p99/max per step of this length to stderr at the end (shows whether the tail comes in bursts)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -193,7 +195,15 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sendOne := func(u *dmUser, done func()) {
 		t := time.Now()
 		body := strconv.FormatInt(t.UnixNano(), 10) + "|" + pad
-		err := u.conn.SendFunc(client.SendRequest{To: u.peer, Body: body}, func(s client.Sent, err error) {
+		req := client.SendRequest{To: u.peer, Body: body}
+		if *ackOnSend {
+			u.mu.Lock()
+			n := min(len(u.toAck), wire.MaxIDs)
+			req.Ack = u.toAck[:n:n]
+			u.toAck = u.toAck[n:]
+			u.mu.Unlock()
+		}
+		err := u.conn.SendFunc(req, func(s client.Sent, err error) {
 			if err != nil {
 				errCount.Add(1)
 			} else {

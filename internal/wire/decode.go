@@ -35,6 +35,7 @@ type raw struct {
 	Media *string   `json:"media"`
 	IDs   *[]string `json:"ids"`
 	Users *[]string `json:"users"`
+	Ack   *[]string `json:"ack"`
 }
 
 // Decode parses and validates one client frame. It returns an *Error with
@@ -62,19 +63,13 @@ func Decode(data []byte) (*Inbound, error) {
 		if r.IDs == nil {
 			return nil, Errorf(CodeBadRequest, "%s needs ids", in.Type)
 		}
-		ids := *r.IDs
-		if len(ids) == 0 {
+		if len(*r.IDs) == 0 {
 			return nil, Errorf(CodeBadRequest, "%s needs at least one id", in.Type)
 		}
-		if len(ids) > MaxIDs {
-			return nil, Errorf(CodeBadRequest, "%s carries %d ids, at most %d are allowed", in.Type, len(ids), MaxIDs)
+		if err := checkIDs(in.Type, "", *r.IDs); err != nil {
+			return nil, err
 		}
-		for _, id := range ids {
-			if !ident.ValidToken(id) {
-				return nil, Errorf(CodeBadRequest, "%s names an invalid id %q", in.Type, clip(id))
-			}
-		}
-		in.IDs = ids
+		in.IDs = *r.IDs
 		return in, nil
 	case TypeTyping:
 		to, group, err := target(in.Type, &r)
@@ -142,6 +137,27 @@ func decodeSend(in *Inbound, r *raw) error {
 	}
 	if in.Body == "" && in.Media == "" {
 		return fail(CodeBadRequest, "send needs a non-empty body or a media id")
+	}
+	if r.Ack != nil {
+		if err := checkIDs(TypeSend, " ack", *r.Ack); err != nil {
+			return fail(CodeBadRequest, "%s", err.(*Error).Message)
+		}
+		in.Ack = *r.Ack
+	}
+	return nil
+}
+
+// checkIDs checks a list of message or receipt ids: at most MaxIDs, each a
+// valid token. field names the list in the error ("" for an ack or read
+// frame's ids).
+func checkIDs(typ, field string, ids []string) error {
+	if len(ids) > MaxIDs {
+		return Errorf(CodeBadRequest, "%s%s carries %d ids, at most %d are allowed", typ, field, len(ids), MaxIDs)
+	}
+	for _, id := range ids {
+		if !ident.ValidToken(id) {
+			return Errorf(CodeBadRequest, "%s%s names an invalid id %q", typ, field, clip(id))
+		}
 	}
 	return nil
 }

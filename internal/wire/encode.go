@@ -110,7 +110,7 @@ func AppendTyping(dst []byte, from, to, group string) []byte {
 }
 
 // AppendSend appends a client's send frame.
-func AppendSend(dst []byte, cid, to, group, body, media string) []byte {
+func AppendSend(dst []byte, cid, to, group, body, media string, ack []string) []byte {
 	dst = append(dst, `{"type":"send","cid":`...)
 	dst = AppendString(dst, cid)
 	if group != "" {
@@ -126,6 +126,10 @@ func AppendSend(dst []byte, cid, to, group, body, media string) []byte {
 		dst = append(dst, `,"media":`...)
 		dst = AppendString(dst, media)
 	}
+	if len(ack) > 0 {
+		dst = append(dst, `,"ack":`...)
+		dst = appendStrings(dst, ack)
+	}
 	return append(dst, '}')
 }
 
@@ -133,12 +137,19 @@ func AppendSend(dst []byte, cid, to, group, body, media string) []byte {
 func AppendIDs(dst []byte, typ string, ids []string) []byte {
 	dst = append(dst, `{"type":`...)
 	dst = AppendString(dst, typ)
-	dst = append(dst, `,"ids":[`...)
-	for i, id := range ids {
+	dst = append(dst, `,"ids":`...)
+	dst = appendStrings(dst, ids)
+	return append(dst, '}')
+}
+
+// appendStrings appends a JSON array of strings.
+func appendStrings(dst []byte, list []string) []byte {
+	dst = append(dst, '[')
+	for i, s := range list {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = AppendString(dst, id)
+		dst = AppendString(dst, s)
 	}
-	return append(dst, "]}"...)
+	return append(dst, ']')
 }

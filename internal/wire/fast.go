@@ -35,15 +35,18 @@ func scanRaw(data []byte, r *raw) bool {
 			case "media":
 				r.Media = &s
 			}
-		case "ids", "users":
+		case "ids", "users", "ack":
 			list, ok := p.strs()
 			if !ok {
 				return false
 			}
-			if key == "ids" {
+			switch key {
+			case "ids":
 				r.IDs = &list
-			} else {
+			case "users":
 				r.Users = &list
+			case "ack":
+				r.Ack = &list
 			}
 		default:
 			// encoding/json matches keys without regard to case (Unicode
@@ -73,7 +76,7 @@ func foldsTo(key string, known []string) bool {
 }
 
 // knownKeys are the keys scanRaw reads.
-var knownKeys = [...]string{"type", "cid", "to", "group", "body", "media", "ids", "users"}
+var knownKeys = [...]string{"type", "cid", "to", "group", "body", "media", "ids", "users", "ack"}
 
 type scanner struct {
 	b []byte

@@ -21,6 +21,8 @@ func TestScanRawAgreesWithEncodingJSON(t *testing.T) {
 		`{"type":"send","type":"ack"}`,
 		`{"type":"send","extra":"x","body":"ünïcødé ✓"}`,
 		`{"users":[],"type":"presence_subscribe"}`,
+		`{"type":"send","cid":"c1","to":"bob","body":"hi","ack":["m1","r2-0"]}`,
+		`{"ack":[],"ids":["m1"]}`,
 		`{}`,
 	} {
 		var fast raw
@@ -35,7 +37,7 @@ func TestScanRawAgreesWithEncodingJSON(t *testing.T) {
 	}
 	for _, s := range []string{
 		`{"body":"esc\"aped"}`, `{"n":1}`, `{"to":null}`, `{"o":{}}`, `{"a":"b"} x`, `{"a":"b",}`,
-		`{"ids":["a",1]}`, "{\"body\":\"ctl\x01\"}", "{\"body\":\"bad\xff\"}", `[1]`, ``, `{"a"}`,
+		`{"ids":["a",1]}`, `{"ACK":["m1"]}`, "{\"body\":\"ctl\x01\"}", "{\"body\":\"bad\xff\"}", `[1]`, ``, `{"a"}`,
 	} {
 		var fast raw
 		if scanRaw([]byte(s), &fast) {
@@ -50,6 +52,7 @@ func FuzzScanRaw(f *testing.F) {
 	f.Add([]byte(`{"type":"send","cid":"c1","to":"bob","body":"hi"}`))
 	f.Add([]byte(`{"type":"ack","ids":["m1","r2-0"]}`))
 	f.Add([]byte(`{"users":["a","b"],"x":"y"}`))
+	f.Add([]byte(`{"type":"send","ack":["m1"],"cid":"c"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fast raw
 		if !scanRaw(data, &fast) {

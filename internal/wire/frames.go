@@ -65,6 +65,7 @@ type Inbound struct {
 	Body  string   // send
 	Media string   // send
 	IDs   []string // ack, read
+	Ack   []string // send: ids acked with it, before the message is sent
 	Users []string // presence_subscribe, presence_unsubscribe
 }
 

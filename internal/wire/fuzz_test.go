@@ -14,6 +14,7 @@ func FuzzDecode(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"send","cid":"c1","to":"bob","body":"hi"}`,
 		`{"type":"send","cid":"c1","group":"g","body":"hi","media":"x"}`,
+		`{"type":"send","cid":"c1","to":"bob","body":"hi","ack":["m1","r2-0"]}`,
 		`{"type":"ack","ids":["m1","r2-0"]}`,
 		`{"type":"read","ids":["m1"]}`,
 		`{"type":"typing","to":"bob"}`,
@@ -42,6 +43,14 @@ func FuzzDecode(f *testing.F) {
 			}
 			if in.To != "" && ident.User(in.To) != nil {
 				t.Fatalf("Decode accepted bad recipient %q", in.To)
+			}
+			if len(in.Ack) > MaxIDs {
+				t.Fatalf("Decode accepted a send acking %d ids", len(in.Ack))
+			}
+			for _, id := range in.Ack {
+				if !ident.ValidToken(id) {
+					t.Fatalf("Decode accepted acked id %q", id)
+				}
 			}
 		case TypeAck, TypeRead:
 			if len(in.IDs) == 0 || len(in.IDs) > MaxIDs {
