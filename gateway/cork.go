@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // corkConn is the connection gorilla/websocket writes to. While corked,
@@ -20,7 +21,8 @@ type corkConn struct {
 	mu    sync.Mutex
 	cork  bool
 	buf   *[]byte
-	wrote bool // a flush failed: the connection is broken
+	wdl   time.Time // the write deadline in force on Conn, when wdlOK
+	wdlOK bool
 
 	// br is the read buffer gorilla reads frames from: Hijack hands it to
 	// the upgrader, so the session can wait for bytes, and look at them,
@@ -47,6 +49,36 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// SetWriteDeadline sets Conn's write deadline unless it is already in
+// force: gorilla sets the deadline before every frame it writes, and the
+// session renews its deadline only once half of it has passed (each
+// setting costs a timer update in the runtime's poller).
+func (c *corkConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wdlOK && t.Equal(c.wdl) {
+		return nil
+	}
+	c.wdlOK = false
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	c.wdl, c.wdlOK = t, true
+	return nil
+}
+
+// SetDeadline sets both deadlines (keeping SetWriteDeadline's record true).
+func (c *corkConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wdlOK = false
+	if err := c.Conn.SetDeadline(t); err != nil {
+		return err
+	}
+	c.wdl, c.wdlOK = t, true
+	return nil
 }
 
 // Cork starts collecting writes.
