@@ -127,6 +127,7 @@ type Server struct {
 	ctx    context.Context // lives until Shutdown completes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // session goroutines
+	runner *runner        // sessions' writers and frame workers
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -175,6 +176,7 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 		// borrow a user's session, so any origin may connect.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
+	s.runner = newRunner(ctx.Done(), &s.wg)
 	s.mux = http.NewServeMux()
 	s.routes()
 	s.wg.Add(1)
@@ -280,7 +282,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
-	s.cancel() // stops the ping loop
+	s.cancel() // stops the ping loop and the runner's idle goroutines
 	s.wg.Wait()
 	return err
 }

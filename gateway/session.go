@@ -51,9 +51,9 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 //
 // Goroutines: one reader at a time reads frames, and waits for the
 // client's next bytes in the smallest stack there is (see read); a worker
-// goroutine runs the frames (sends, acks...) and a writer goroutine writes
-// the queue, each existing only while it has work. An idle session
-// therefore costs one 2 KiB stack.
+// runs the frames (sends, acks...) and a writer writes the queue, each only
+// while it has work, on goroutines of the gateway's runner (shared by all
+// sessions). An idle session therefore costs one 2 KiB stack.
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
@@ -307,7 +307,7 @@ func (ss *session) enqueue(buf *bytes.Buffer) {
 	if !ss.working {
 		ss.working = true
 		ss.work.Add(1)
-		go ss.runFrames()
+		ss.srv.runner.run(ss.runFrames)
 	}
 	ss.mu.Unlock()
 }
@@ -531,7 +531,7 @@ func (ss *session) startWriterLocked() {
 	}
 	ss.writing = true
 	ss.srv.wg.Add(1)
-	go ss.write()
+	ss.srv.runner.run(ss.write)
 }
 
 // write is the writer goroutine: it drains the queue, then exits.
