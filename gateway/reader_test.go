@@ -140,12 +140,14 @@ func TestMalformedControlFrameClosesTheSession(t *testing.T) {
 	}
 }
 
-// TestIdleReaderWaitsOutsideGorilla: a session that has read frames and
-// then a pong waits for the next ones in a fresh goroutine started by the
-// reader before it (its stack starts small again), and not inside
-// gorilla's NextReader, whose deeper stack would stay at 4 KiB for as long
-// as the session is idle. Not parallel: it reads every goroutine's stack.
-func TestIdleReaderWaitsOutsideGorilla(t *testing.T) {
+// TestIdleSessionHasNoReader: a session that has read frames and then a
+// pong, and waits for the next ones, has no reader goroutine where the
+// gateway has a poller (Linux): it is parked. Elsewhere it waits in a
+// fresh goroutine started by the reader before it (its stack starts small
+// again), and not inside gorilla's NextReader, whose deeper stack would
+// stay at 4 KiB for as long as the session is idle. Not parallel: it reads
+// every goroutine's stack.
+func TestIdleSessionHasNoReader(t *testing.T) {
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{Gateway: gateway.Config{PingInterval: 200 * time.Millisecond}})
 	ws, _ := dialRaw(t, n, "alice")
 	pinged := make(chan struct{}, 16)
@@ -175,8 +177,12 @@ func TestIdleReaderWaitsOutsideGorilla(t *testing.T) {
 			t.Fatal("no ping from the gateway")
 		}
 	}
+	wantReaders, wantFresh := 0, 0
+	if runtime.GOOS != "linux" {
+		wantReaders, wantFresh = 1, 1
+	}
 	var readers, inGorilla, fresh int
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second) // parked within two idle sweeps
 	for {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
@@ -193,13 +199,48 @@ func TestIdleReaderWaitsOutsideGorilla(t *testing.T) {
 				fresh++
 			}
 		}
-		if readers == 1 && inGorilla == 0 && fresh == 1 || time.Now().After(deadline) {
+		if readers == wantReaders && inGorilla == 0 && fresh == wantFresh || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if readers != 1 || inGorilla != 0 || fresh != 1 {
-		t.Errorf("idle session: %d reader goroutines, %d of them waiting in gorilla's NextReader, %d started by the reader before it; want 1, 0 and 1", readers, inGorilla, fresh)
+	if readers != wantReaders || inGorilla != 0 || fresh != wantFresh {
+		t.Errorf("idle session: %d reader goroutines, %d of them waiting in gorilla's NextReader, %d started by the reader before it; want %d, 0 and %d", readers, inGorilla, fresh, wantReaders, wantFresh)
+	}
+	// Parked, it still answers: a frame wakes it.
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`still not json`)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestParkedSessionCloses: an idle session closed by the node (here
+// replaced by the same device connecting again) whose client never
+// answers the close frame is dropped after the close grace, although no
+// reader waited for its bytes when it was closed.
+func TestParkedSessionCloses(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	_, held := dialRaw(t, n, "bob")
+	time.Sleep(100 * time.Millisecond) // idle: parked
+	_ = n.Dial(t, "bob", "phone")
+	// Read the raw bytes (the close frame) without answering, until the
+	// node drops the connection.
+	held.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []byte
+	buf := make([]byte, 256)
+	for {
+		k, err := held.Conn.Read(buf)
+		got = append(got, buf[:k]...)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the replaced session's connection stayed open (read %q)", got)
+			}
+			break
+		}
+	}
+	if !bytes.Contains(got, []byte{0x88}) || !bytes.Contains(got, []byte("the same device connected again")) {
+		t.Errorf("read %q before the connection ended, want the 4001 close frame", got)
 	}
 }
 

@@ -128,6 +128,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // session goroutines
 	runner *runner        // sessions' writers and frame workers
+	poller *poller        // idle sessions' waits for bytes; nil where there is none
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -177,6 +178,16 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	s.runner = newRunner(ctx.Done(), &s.wg)
+	if p, err := newPoller(); err != nil {
+		s.log.Warn("idle sessions will each keep a reader goroutine", "err", err)
+	} else if p != nil {
+		s.poller = p
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			p.run()
+		}()
+	}
 	s.mux = http.NewServeMux()
 	s.routes()
 	s.wg.Add(1)
@@ -189,16 +200,28 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 }
 
 // pingLoop pings every session each PingInterval until Shutdown: one timer
-// for the whole gateway instead of one per session.
+// for the whole gateway instead of one per session. Where the gateway has a
+// poller, it also sweeps the sessions every idlePark: a session idle that
+// long is parked (nudge), and a parked one whose read deadline has passed
+// gets a reader, which finds it so.
 func (s *Server) pingLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()
+	var sweep <-chan time.Time
+	if s.poller != nil {
+		st := time.NewTicker(idlePark)
+		defer st.Stop()
+		sweep = st.C
+	}
 	for {
+		ping := false
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			ping = true
+		case <-sweep:
 		}
 		s.mu.Lock()
 		sessions := make([]*session, 0, len(s.sessions))
@@ -207,7 +230,17 @@ func (s *Server) pingLoop() {
 		}
 		s.mu.Unlock()
 		for _, ss := range sessions {
-			ss.ping()
+			if ping {
+				ss.ping()
+			}
+			switch {
+			case !ss.parked.Load():
+				if ss.idleFor() >= idlePark {
+					ss.nudge()
+				}
+			case ss.deadlinePassed():
+				ss.wake()
+			}
 		}
 	}
 }
@@ -279,10 +312,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 		for _, ss := range sessions {
 			ss.conn.Close()
+			ss.wake()
 		}
 		<-done
 	}
 	s.cancel() // stops the ping loop and the runner's idle goroutines
+	if s.poller != nil {
+		s.poller.close()
+	}
 	s.wg.Wait()
 	return err
 }

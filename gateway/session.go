@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -53,7 +54,8 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // client's next bytes in the smallest stack there is (see read); a worker
 // runs the frames (sends, acks...) and a writer writes the queue, each only
 // while it has work, on goroutines of the gateway's runner (shared by all
-// sessions). An idle session therefore costs one 2 KiB stack.
+// sessions). An idle session has no goroutine where the gateway has a
+// poller (Linux: see park), and one 2 KiB stack elsewhere.
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
@@ -82,6 +84,17 @@ type session struct {
 	rejects   int
 	typingAt  time.Time // start of the current typing second (worker only)
 	typingN   int
+
+	// Parking (poller_linux.go): an idle session's reader ends, and the
+	// gateway's poller starts a new one when bytes come.
+	parkMu sync.Mutex
+	parked atomic.Bool  // no reader runs; wake starts one
+	armed  bool         // the connection is in the poller's set (under parkMu)
+	pollID uint32       // the session's id in the poller (under the poller's lock)
+	rdl    atomic.Int64 // the read deadline in force, Unix ns
+	nudged bool         // a nudge cut the read deadline short (under parkMu)
+
+	lastRead atomic.Int64 // when the reader last began a data frame, Unix ns (0: none yet, a new session parks at once)
 }
 
 // handleWS upgrades the request and attaches the device. It runs in the
@@ -151,7 +164,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		}
 		pcancel()
 	}
-	go ss.read()
+	go ss.read(false)
 }
 
 // read is the session's reader; the reader that finds the connection
@@ -166,15 +179,28 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 // pong after data frames (the gateway pings every PingInterval) hands the
 // reading over to a fresh goroutine, which starts small: an idle session
 // sheds it within one ping, and a busy one starts no goroutine per frame.
-func (ss *session) read() {
+//
+// Where the gateway has a poller (Linux), a session that has read no data
+// frame for idlePark is parked instead, and its reader ends: an idle session has
+// no goroutine. The gateway's idle sweep cuts the reader's wait short to
+// that end (nudge). A busy session keeps its reader, which Go's own poller
+// wakes faster than a parked session is woken. woken says the reader was
+// started for bytes, which it reads before it parks again.
+func (ss *session) read(woken bool) {
 	defer ss.srv.wg.Done()
 	grown := false
 	for {
-		ss.cork.br.Peek(1) // an error comes again from NextReader
+		if !woken && ss.idleFor() >= idlePark && ss.park() {
+			return
+		}
+		woken = false
+		if _, err := ss.cork.br.Peek(1); err != nil && ss.unnudge() {
+			continue // the sweep's deadline, not the client's: park
+		} // any other error comes again from NextReader
 		if ss.controlFrame() {
 			if grown {
 				ss.srv.wg.Add(1)
-				go ss.read()
+				go ss.read(false)
 				return
 			}
 			continue
@@ -187,14 +213,113 @@ func (ss *session) read() {
 	}
 }
 
+// idlePark is how long a session reads no data frame before it is parked.
+const idlePark = 2 * time.Second
+
+// idleFor is how long the session has read no data frame.
+func (ss *session) idleFor() time.Duration {
+	return time.Duration(time.Now().UnixNano() - ss.lastRead.Load())
+}
+
+// nudge makes an idle session's reader, waiting for bytes, stop waiting,
+// so that it parks the session (the gateway's idle sweep). It leaves alone
+// a reader that is reading a frame.
+func (ss *session) nudge() {
+	if ss.srv.poller == nil || !ss.parkMu.TryLock() {
+		return
+	}
+	defer ss.parkMu.Unlock()
+	if ss.parked.Load() || ss.isClosing() {
+		return
+	}
+	ss.conn.SetReadDeadline(time.Now())
+	ss.nudged = true
+}
+
+// unnudge restores the read deadline a nudge cut short, and reports
+// whether there was one.
+func (ss *session) unnudge() bool {
+	ss.parkMu.Lock()
+	defer ss.parkMu.Unlock()
+	return ss.unnudgeLocked()
+}
+
+func (ss *session) unnudgeLocked() bool {
+	if !ss.nudged {
+		return false
+	}
+	ss.nudged = false
+	ss.conn.SetReadDeadline(time.Unix(0, ss.rdl.Load()))
+	return true
+}
+
+// park hands the wait for the client's next bytes to the gateway's poller,
+// and reports whether it did: the reader then ends. A session that is
+// closing or draining keeps its reader, which waits for the close or the
+// read deadline.
+func (ss *session) park() bool {
+	p := ss.srv.poller
+	if p == nil || ss.cork.br.Buffered() > 0 || ss.isClosing() || ss.srv.isDraining() {
+		return false
+	}
+	ss.parkMu.Lock()
+	defer ss.parkMu.Unlock()
+	ss.parked.Store(true)
+	if !p.park(ss) {
+		// Not parked; unless woken meanwhile (a new reader runs), read on.
+		return !ss.parked.CompareAndSwap(true, false)
+	}
+	// What needs a reader (Close, drain, a dead connection, the deadline)
+	// may have come after the checks above and found no parked session
+	// to wake.
+	if ss.isClosing() || ss.srv.isDraining() || ss.deadlinePassed() {
+		ss.wake()
+	}
+	return true
+}
+
+// wake starts a reader for a parked session.
+func (ss *session) wake() {
+	if ss.parked.CompareAndSwap(true, false) {
+		ss.srv.wg.Add(1)
+		go ss.read(true)
+	}
+}
+
+// setReadDeadline sets the connection's read deadline, noted for the ping
+// loop, which wakes a parked session whose deadline has passed.
+func (ss *session) setReadDeadline(t time.Time) {
+	ss.rdl.Store(t.UnixNano())
+	ss.conn.SetReadDeadline(t)
+}
+
+func (ss *session) deadlinePassed() bool {
+	d := ss.rdl.Load()
+	return d != 0 && time.Now().UnixNano() >= d
+}
+
 // readFrame reads one data frame and queues it for the worker. It returns
 // false when the connection has failed or closed.
 func (ss *session) readFrame() bool {
+	// While a frame is read, the idle sweep leaves the deadline alone.
+	ss.parkMu.Lock()
+	buf, ok := ss.readFrameLocked()
+	ss.parkMu.Unlock()
+	if buf != nil {
+		ss.enqueue(buf)
+	}
+	return ok
+}
+
+// readFrameLocked reads one data frame, and returns it if it is to run.
+func (ss *session) readFrameLocked() (*bytes.Buffer, bool) {
 	s := ss.srv
+	ss.unnudgeLocked()
+	ss.lastRead.Store(time.Now().UnixNano()) // pongs alone leave a session idle
 	mt, r, err := ss.conn.NextReader()
 	if err != nil {
 		ss.readFailed(err)
-		return false
+		return nil, false
 	}
 	// A frame that is not run is read to its end all the same: the reader
 	// looks at the bytes after it for pings (controlFrame), which must not
@@ -202,23 +327,22 @@ func (ss *session) readFrame() bool {
 	if ss.isClosing() {
 		// Closing: discard what the client still sends until it answers
 		// the close frame or the grace ends.
-		return ss.skip(r)
+		return nil, ss.skip(r)
 	}
 	ss.extendRead()
 	if mt != websocket.TextMessage {
 		s.m.FramesIn.WithLabelValues("invalid").Inc()
 		ss.fail(wire.Errorf(wire.CodeBadRequest, "frames must be text frames holding one JSON object"))
-		return ss.skip(r)
+		return nil, ss.skip(r)
 	}
 	buf := readBufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	if _, err := buf.ReadFrom(r); err != nil {
 		readBufs.Put(buf)
 		ss.readFailed(err)
-		return false
+		return nil, false
 	}
-	ss.enqueue(buf)
-	return true
+	return buf, true
 }
 
 // skip reads a frame that is not run to its end. It returns false when
@@ -282,6 +406,9 @@ func (ss *session) end() {
 		cancel()
 	}
 	ss.finish()
+	if p := ss.srv.poller; p != nil {
+		p.forget(ss)
+	}
 	close(ss.done)
 	s.releaseLimiter(ss.user)
 	s.mu.Lock()
@@ -345,7 +472,7 @@ func (ss *session) extendRead() {
 	if ss.isClosing() {
 		return // the close grace applies
 	}
-	ss.conn.SetReadDeadline(time.Now().Add(ss.srv.cfg.PingInterval + ss.srv.cfg.PongWait))
+	ss.setReadDeadline(time.Now().Add(ss.srv.cfg.PingInterval + ss.srv.cfg.PongWait))
 }
 
 // ping queues a ping. The gateway's ticker pings every session, so an idle
@@ -387,7 +514,8 @@ func (ss *session) readFailed(err error) {
 
 // drain stops the reader after the frame it is reading (Shutdown).
 func (ss *session) drain() {
-	ss.conn.SetReadDeadline(time.Now())
+	ss.setReadDeadline(time.Now())
+	ss.wake()
 }
 
 func (ss *session) deliverHello() {
@@ -481,7 +609,8 @@ func (ss *session) Close(reason error) {
 	if ss.dead {
 		return
 	}
-	ss.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	ss.setReadDeadline(time.Now().Add(closeGrace))
+	ss.wake()
 	ss.startWriterLocked()
 }
 
@@ -506,6 +635,7 @@ func (ss *session) markDead() {
 	ss.queue, ss.qbytes = nil, 0
 	ss.mu.Unlock()
 	ss.conn.Close()
+	ss.wake() // a parked session's reader finds the connection closed, and ends it
 }
 
 // finish waits (briefly) for the writer to send what is queued and the close
