@@ -26,6 +26,7 @@ type poller struct {
 	mu   sync.Mutex
 	next uint32
 	byID map[uint32]*session
+	dead bool // run has failed: nothing parks
 }
 
 // newPoller returns a poller, or nil when the system refuses one (the
@@ -50,7 +51,9 @@ func newPoller() (*poller, error) {
 }
 
 // run wakes the sessions whose connections became readable, until close.
-func (p *poller) run() {
+// If epoll fails, it wakes every parked session and refuses to park more
+// (their readers wait as on other systems), and returns the error.
+func (p *poller) run() error {
 	defer unix.Close(p.epfd)
 	defer unix.Close(p.stop)
 	events := make([]unix.EpollEvent, 256)
@@ -60,11 +63,21 @@ func (p *poller) run() {
 			continue
 		}
 		if err != nil {
-			return
+			p.mu.Lock()
+			p.dead = true
+			parked := make([]*session, 0, len(p.byID))
+			for _, ss := range p.byID {
+				parked = append(parked, ss)
+			}
+			p.mu.Unlock()
+			for _, ss := range parked {
+				ss.wake()
+			}
+			return fmt.Errorf("epoll: %w", err)
 		}
 		for _, ev := range events[:n] {
 			if ev.Fd == 0 {
-				return
+				return nil
 			}
 			p.mu.Lock()
 			ss := p.byID[uint32(ev.Fd)]
@@ -98,6 +111,10 @@ func (p *poller) park(ss *session) bool {
 		return false
 	}
 	p.mu.Lock()
+	if p.dead {
+		p.mu.Unlock()
+		return false
+	}
 	if ss.pollID == 0 {
 		for {
 			p.next++

@@ -7,7 +7,7 @@ package gateway
 type poller struct{}
 
 func newPoller() (*poller, error)    { return nil, nil }
-func (p *poller) run()               {}
+func (p *poller) run() error         { return nil }
 func (p *poller) close()             {}
 func (p *poller) park(*session) bool { return false }
 func (p *poller) forget(*session)    {}

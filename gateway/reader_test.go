@@ -163,11 +163,16 @@ func TestIdleSessionHasNoReader(t *testing.T) {
 	if _, f, err := ws.ReadMessage(); err != nil || !strings.Contains(string(f), `"bad_request"`) {
 		t.Fatalf("frame = %s, %v; want a bad_request error", f, err)
 	}
+	frames := make(chan string, 16)
 	go func() {
+		ws.SetReadDeadline(time.Time{})
 		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
+			_, f, err := ws.ReadMessage()
+			if err != nil {
+				close(frames)
 				return
 			}
+			frames <- string(f)
 		}
 	}()
 	for i := 0; i < 2; i++ {
@@ -210,6 +215,14 @@ func TestIdleSessionHasNoReader(t *testing.T) {
 	// Parked, it still answers: a frame wakes it.
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(`still not json`)); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case f, ok := <-frames:
+		if !ok || !strings.Contains(f, `"bad_request"`) {
+			t.Fatalf("after the idle spell: %q (open %v), want a bad_request error", f, ok)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a frame sent to the idle session got no answer")
 	}
 }
 

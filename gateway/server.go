@@ -185,7 +185,9 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			p.run()
+			if err := p.run(); err != nil {
+				s.log.Error("idle sessions' poller failed; sessions now wait in their readers", "err", err)
+			}
 		}()
 	}
 	s.mux = http.NewServeMux()
