@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -188,6 +189,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 // started for bytes, which it reads before it parks again.
 func (ss *session) read(woken bool) {
 	defer ss.srv.wg.Done()
+	if woken {
+		ss.parkMu.Lock() // after the reader that parked the session has left park
+		ss.takeBufferLocked()
+		ss.parkMu.Unlock()
+	}
 	grown := false
 	for {
 		if !woken && ss.idleFor() >= idlePark && ss.park() {
@@ -264,10 +270,20 @@ func (ss *session) park() bool {
 	}
 	ss.parkMu.Lock()
 	defer ss.parkMu.Unlock()
+	// A parked session keeps no read buffer: the reader woken for it
+	// takes a new one (takeBuffer). It is empty here (checked above, and
+	// only the reader reads), and free before anything can wake the
+	// session.
+	*ss.cork.br = bufio.Reader{}
 	ss.parked.Store(true)
 	if !p.park(ss) {
-		// Not parked; unless woken meanwhile (a new reader runs), read on.
-		return !ss.parked.CompareAndSwap(true, false)
+		// Not parked; unless woken meanwhile (a new reader runs, and
+		// takes a buffer), read on.
+		if ss.parked.CompareAndSwap(true, false) {
+			ss.takeBufferLocked()
+			return false
+		}
+		return true
 	}
 	// What needs a reader (Close, drain, a dead connection, the deadline)
 	// may have come after the checks above and found no parked session
@@ -276,6 +292,14 @@ func (ss *session) park() bool {
 		ss.wake()
 	}
 	return true
+}
+
+// takeBufferLocked gives the session a read buffer if it has none (it was
+// parked). Under parkMu.
+func (ss *session) takeBufferLocked() {
+	if ss.cork.br.Size() == 0 {
+		*ss.cork.br = *bufio.NewReaderSize(ss.cork, max(ss.srv.cfg.ReadBufferSize, minReadBuffer))
+	}
 }
 
 // wake starts a reader for a parked session.
