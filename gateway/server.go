@@ -41,6 +41,10 @@ type Config struct {
 	// that answers nothing for PingInterval+PongWait is dropped.
 	PingInterval time.Duration
 	PongWait     time.Duration
+	// IdlePark (Linux) is how long a session reads no data frame before
+	// it is parked (no goroutine until its client's next bytes), and how
+	// often the gateway checks its sessions for that; default 2 s.
+	IdlePark time.Duration
 	// WriteTimeout bounds writing to a client: a batch of frames fails when
 	// it is not written by a deadline between WriteTimeout/2 and
 	// WriteTimeout after it started.
@@ -64,6 +68,7 @@ func Defaults() Config {
 		QueueBytes:      8 << 20,
 		PingInterval:    25 * time.Second,
 		PongWait:        15 * time.Second,
+		IdlePark:        2 * time.Second,
 		WriteTimeout:    10 * time.Second,
 		RequestTimeout:  15 * time.Second,
 		ReadBufferSize:  minReadBuffer,
@@ -93,6 +98,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PongWait == 0 {
 		c.PongWait = d.PongWait
+	}
+	if c.IdlePark == 0 {
+		c.IdlePark = d.IdlePark
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = d.WriteTimeout
@@ -203,7 +211,7 @@ func New(cfg Config, deps Deps, m *metrics.Metrics, log *slog.Logger) (*Server, 
 
 // pingLoop pings every session each PingInterval until Shutdown: one timer
 // for the whole gateway instead of one per session. Where the gateway has a
-// poller, it also sweeps the sessions every idlePark: a session idle that
+// poller, it also sweeps the sessions every IdlePark: a session idle that
 // long is parked (nudge), and a parked one whose read deadline has passed
 // gets a reader, which finds it so.
 func (s *Server) pingLoop() {
@@ -212,7 +220,7 @@ func (s *Server) pingLoop() {
 	defer t.Stop()
 	var sweep <-chan time.Time
 	if s.poller != nil {
-		st := time.NewTicker(idlePark)
+		st := time.NewTicker(s.cfg.IdlePark)
 		defer st.Stop()
 		sweep = st.C
 	}
@@ -237,7 +245,7 @@ func (s *Server) pingLoop() {
 			}
 			switch {
 			case !ss.parked.Load():
-				if ss.idleFor() >= idlePark {
+				if ss.idleFor() >= s.cfg.IdlePark {
 					ss.nudge()
 				}
 			case ss.deadlinePassed():

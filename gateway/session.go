@@ -182,7 +182,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 // sheds it within one ping, and a busy one starts no goroutine per frame.
 //
 // Where the gateway has a poller (Linux), a session that has read no data
-// frame for idlePark is parked instead, and its reader ends: an idle session has
+// frame for IdlePark (Config) is parked instead, and its reader ends: an idle session has
 // no goroutine. The gateway's idle sweep cuts the reader's wait short to
 // that end (nudge). A busy session keeps its reader, which Go's own poller
 // wakes faster than a parked session is woken. woken says the reader was
@@ -196,7 +196,7 @@ func (ss *session) read(woken bool) {
 	}
 	grown := false
 	for {
-		if !woken && ss.idleFor() >= idlePark && ss.park() {
+		if !woken && ss.srv.poller != nil && ss.idleFor() >= ss.srv.cfg.IdlePark && ss.park() {
 			return
 		}
 		woken = false
@@ -218,9 +218,6 @@ func (ss *session) read(woken bool) {
 		grown = true
 	}
 }
-
-// idlePark is how long a session reads no data frame before it is parked.
-const idlePark = 2 * time.Second
 
 // idleFor is how long the session has read no data frame.
 func (ss *session) idleFor() time.Duration {
@@ -311,10 +308,13 @@ func (ss *session) wake() {
 }
 
 // setReadDeadline sets the connection's read deadline, noted for the ping
-// loop, which wakes a parked session whose deadline has passed.
+// loop, which wakes a parked session whose deadline has passed. A parked
+// session is woken at once: a new deadline (Close's grace, drain's now) is
+// for a reader to wait out.
 func (ss *session) setReadDeadline(t time.Time) {
 	ss.rdl.Store(t.UnixNano())
 	ss.conn.SetReadDeadline(t)
+	ss.wake()
 }
 
 func (ss *session) deadlinePassed() bool {
@@ -539,7 +539,6 @@ func (ss *session) readFailed(err error) {
 // drain stops the reader after the frame it is reading (Shutdown).
 func (ss *session) drain() {
 	ss.setReadDeadline(time.Now())
-	ss.wake()
 }
 
 func (ss *session) deliverHello() {
@@ -634,7 +633,6 @@ func (ss *session) Close(reason error) {
 		return
 	}
 	ss.setReadDeadline(time.Now().Add(closeGrace))
-	ss.wake()
 	ss.startWriterLocked()
 }
 
