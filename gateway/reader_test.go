@@ -49,6 +49,12 @@ func (c *heldConn) setHold(hold bool) error {
 	return err
 }
 
+// zeroMasked builds a client frame by hand: first byte b0 (FIN, opcode),
+// a payload under 126 bytes, masked with a zero key (so sent as it is).
+func zeroMasked(b0 byte, payload []byte) []byte {
+	return append([]byte{b0, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
+}
+
 // dialRaw opens a session with a plain gorilla client over a heldConn.
 func dialRaw(t *testing.T, n *testnode.Node, user string) (*websocket.Conn, *heldConn) {
 	t.Helper()
@@ -131,7 +137,7 @@ func TestMalformedControlFrameClosesTheSession(t *testing.T) {
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
 	ws, held := dialRaw(t, n, "alice")
 	// A ping without FIN, masked with a zero key, payload "x".
-	if _, err := held.Conn.Write([]byte{0x09, 0x81, 0, 0, 0, 0, 'x'}); err != nil {
+	if _, err := held.Conn.Write(zeroMasked(0x09, []byte("x"))); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err := ws.ReadMessage()
@@ -232,9 +238,11 @@ func TestIdleSessionHasNoReader(t *testing.T) {
 // reader waited for its bytes when it was closed.
 func TestParkedSessionCloses(t *testing.T) {
 	t.Parallel()
-	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	// The idle sweep, which also wakes a parked session whose deadline
+	// has passed, runs only every minute here: the close must wake it.
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{Gateway: gateway.Config{IdlePark: time.Minute}})
 	_, held := dialRaw(t, n, "bob")
-	time.Sleep(100 * time.Millisecond) // idle: parked
+	time.Sleep(100 * time.Millisecond) // new, so parked at once
 	_ = n.Dial(t, "bob", "phone")
 	// Read the raw bytes (the close frame) without answering, until the
 	// node drops the connection.
@@ -323,10 +331,7 @@ func TestUnreadFramesAreSkippedWhole(t *testing.T) {
 	// A binary frame, masked with a zero key, whose payload starts as an
 	// empty masked ping would, then a text frame.
 	payload := []byte{0x89, 0x80, 0, 0, 0, 0, 'j', 'u', 'n', 'k'}
-	frame := append([]byte{0x82, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
-	text := []byte(`not json`)
-	frame = append(frame, 0x81, 0x80|byte(len(text)), 0, 0, 0, 0)
-	frame = append(frame, text...)
+	frame := append(zeroMasked(0x82, payload), zeroMasked(0x81, []byte(`not json`))...)
 	if _, err := held.Conn.Write(frame); err != nil {
 		t.Fatal(err)
 	}
