@@ -405,7 +405,7 @@ func (d *Device) Ack(ids []string) {
 	}
 	d.mu.Unlock()
 	d.user.markDirty()
-	d.user.delivered(d, floor, acks)
+	d.user.delivered(floor, acks)
 	d.mu.Lock()
 	d.acking--
 	d.mu.Unlock()

@@ -54,13 +54,14 @@ type userState struct {
 	rev   uint64
 	gen   uint64 // bumped on every change to store
 	saved uint64 // gen last stored
-	// accounted is, per device, the floor up to which the receipts of its
-	// acks were produced (or, loaded from storage, produced by an earlier
-	// session). It moves only in delivered, under mu, after the receipts:
-	// a device's own floor moves before its receipts are made, so reading
-	// it instead would let two devices acking the same message at once
-	// each think the other one made the receipt.
-	accounted map[string]uint64
+	// accounted is the highest floor of any device up to which the
+	// receipts of its acks were produced (or, loaded from storage, produced
+	// by an earlier session): every message up to it was acknowledged and
+	// its receipt made. It moves only in delivered, under mu, after the
+	// receipts: a device's own floor moves before its receipts are made, so
+	// reading it instead would let two devices acking the same message at
+	// once each think the other one made the receipt.
+	accounted uint64
 	// receipted holds the messages (id sequence → record sequence) with a
 	// delivered or read receipt above every accounted floor. Pruned as the
 	// floors move.
@@ -107,14 +108,13 @@ func (u *userState) load(ctx context.Context) error {
 		u.rev = e.Revision()
 	}
 	now := u.svc.cfg.Now().UnixMilli()
-	u.accounted = map[string]uint64{}
 	for name, c := range u.rec.Devices {
 		if now-c.Seen > u.svc.cfg.DeviceTTL.Milliseconds() {
 			delete(u.rec.Devices, name)
 			u.gen++
 			continue
 		}
-		u.accounted[name] = c.Floor
+		u.accounted = max(u.accounted, c.Floor)
 	}
 	// Make sure the server has the subscription before catch-up reads.
 	return u.svc.nc.FlushWithContext(ctx)
@@ -157,7 +157,7 @@ func (u *userState) refresh(ctx context.Context) error {
 			u.rec.Devices[name] = &cc
 		}
 		// Another node stored this floor after producing its receipts.
-		u.accounted[name] = max(u.accounted[name], c.Floor)
+		u.accounted = max(u.accounted, c.Floor)
 	}
 	if e.Revision() > u.rev {
 		u.rev = e.Revision()
@@ -251,30 +251,15 @@ type ack struct {
 	late bool // see slot.late
 }
 
-// coveredLocked returns the highest accounted floor: every message up to it
-// was acknowledged by some device, and that ack's receipt was produced.
-func (u *userState) coveredLocked() uint64 {
-	var f uint64
-	for _, c := range u.accounted {
-		f = max(f, c)
-	}
-	return f
-}
-
 // delivered produces a delivered receipt for each message that no device of
-// the user acknowledged before. by is the acknowledging device and floor
-// its floor after these acks.
-func (u *userState) delivered(by *Device, floor uint64, acks []ack) {
+// the user acknowledged before. floor is the acknowledging device's floor
+// after these acks.
+func (u *userState) delivered(floor uint64, acks []ack) {
 	now := u.svc.cfg.Now().UnixMilli()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	covered := u.coveredLocked()
-	defer func() {
-		if u.accounted == nil {
-			u.accounted = map[string]uint64{}
-		}
-		u.accounted[by.id] = max(u.accounted[by.id], floor)
-	}()
+	covered := u.accounted
+	defer func() { u.accounted = max(u.accounted, floor) }()
 	for _, a := range acks {
 		// A floor covers a message when a device acknowledged it, except
 		// one delivered late (missed live, found by a later read): the
@@ -338,7 +323,7 @@ func (u *userState) pruneLocked() {
 	if len(u.receipted) == 0 {
 		return
 	}
-	covered := u.coveredLocked()
+	covered := u.accounted
 	for id, seq := range u.receipted {
 		if seq <= covered {
 			delete(u.receipted, id)
