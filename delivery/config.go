@@ -44,6 +44,11 @@ type Config struct {
 	// server is part of a cluster, never with a standalone server, where
 	// neither can happen. Negative: never.
 	VerifyAfter time.Duration
+	// LiveSwitchGrace is how long a switch of live subscriptions
+	// (SubscribeAll) keeps the old ones after the new ones are in place.
+	// The server may have matched a record against the old ones just
+	// before the new ones arrived and still be handing it over. Default 1 s.
+	LiveSwitchGrace time.Duration
 	// Now is the clock (tests may set it).
 	Now func() time.Time
 }
@@ -51,15 +56,16 @@ type Config struct {
 // Defaults returns the default configuration.
 func Defaults() Config {
 	return Config{
-		Window:         4096,
-		ReadBatch:      512,
-		ReceiptDelay:   100 * time.Millisecond,
-		ReceiptSpacing: time.Second,
-		CursorFlush:    10 * time.Second,
-		DeviceTTL:      90 * 24 * time.Hour,
-		PublishTimeout: 10 * time.Second,
-		ScanLimit:      50000,
-		Now:            time.Now,
+		Window:          4096,
+		ReadBatch:       512,
+		ReceiptDelay:    100 * time.Millisecond,
+		ReceiptSpacing:  time.Second,
+		CursorFlush:     10 * time.Second,
+		DeviceTTL:       90 * 24 * time.Hour,
+		PublishTimeout:  10 * time.Second,
+		ScanLimit:       50000,
+		LiveSwitchGrace: time.Second,
+		Now:             time.Now,
 	}
 }
 
@@ -89,10 +95,13 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ScanLimit == 0 {
 		c.ScanLimit = d.ScanLimit
 	}
+	if c.LiveSwitchGrace == 0 {
+		c.LiveSwitchGrace = d.LiveSwitchGrace
+	}
 	if c.Now == nil {
 		c.Now = d.Now
 	}
-	if c.Window < 16 || c.ReadBatch < 1 || c.ReceiptDelay < 0 || c.ReceiptSpacing < 0 || c.CursorFlush < 0 || c.ScanLimit < 100 {
+	if c.Window < 16 || c.ReadBatch < 1 || c.ReceiptDelay < 0 || c.ReceiptSpacing < 0 || c.CursorFlush < 0 || c.ScanLimit < 100 || c.LiveSwitchGrace < 0 {
 		return c, errors.New("delivery: window must be at least 16, read batch at least 1, scan limit at least 100, durations not negative")
 	}
 	return c, nil

@@ -34,7 +34,14 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // catch-up goroutines
 
-	liveCh   chan *nats.Msg
+	liveCh chan *nats.Msg
+	// liveMu orders the changes of live subscriptions: liveAll, and every
+	// userState.sub.
+	liveMu sync.Mutex
+	// liveAll, when set, is the one subscription to every user's live
+	// subject, made while the node is the only gateway (SubscribeAll);
+	// users then have no subscription of their own.
+	liveAll  *nats.Subscription
 	elected  *nats.Subscription // the message log's leader-elected advisories
 	receipts *batcher
 	groups   Groups // nil: no group messaging
@@ -166,11 +173,18 @@ func (s *Service) Run(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := s.flushCursors(fctx)
+	s.liveMu.Lock()
 	for _, u := range users {
 		if u.sub != nil {
 			u.sub.Unsubscribe()
+			u.sub = nil
 		}
 	}
+	if s.liveAll != nil {
+		s.liveAll.Unsubscribe()
+		s.liveAll = nil
+	}
+	s.liveMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("delivery: final flush: %w", err)
 	}
@@ -192,13 +206,7 @@ func (s *Service) lastLogSeq(ctx context.Context) (uint64, error) {
 // have missed. Call it when NATS reports a slow consumer or a reconnect:
 // core NATS may have dropped live records meanwhile.
 func (s *Service) Resync() {
-	s.mu.RLock()
-	users := make([]*userState, 0, len(s.users))
-	for _, u := range s.users {
-		users = append(users, u)
-	}
-	s.mu.RUnlock()
-	for _, u := range users {
+	for _, u := range s.onlineUsers() {
 		for _, d := range u.devices() {
 			d.resync()
 		}
@@ -511,9 +519,7 @@ func (s *Service) releaseUser(u *userState) {
 		s.log.Warn("store cursors", "user_id", u.id, "err", err)
 	}
 	cancel()
-	if u.sub != nil {
-		u.sub.Unsubscribe()
-	}
+	s.unsubscribeUser(u)
 	s.mu.Lock()
 	delete(s.closing, u.id)
 	close(ch)

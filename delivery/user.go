@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/wire"
 )
 
@@ -42,10 +41,10 @@ const maxRead = 1024
 type userState struct {
 	svc   *Service
 	id    string
-	refs  int           // guarded by svc.mu
-	ready chan struct{} // closed once loaded
-	err   error         // load error, set before ready closes
-	sub   interface{ Unsubscribe() error }
+	refs  int                              // guarded by svc.mu
+	ready chan struct{}                    // closed once loaded
+	err   error                            // load error, set before ready closes
+	sub   interface{ Unsubscribe() error } // guarded by svc.liveMu; nil under liveAll
 
 	devs atomic.Pointer[[]*Device] // copy on write, read by the dispatcher
 
@@ -85,18 +84,17 @@ func newUserState(s *Service, id string) *userState {
 // subscription comes first: a record stored after it is republished to us,
 // one stored before it is found by the catch-up read that follows.
 func (u *userState) load(ctx context.Context) error {
-	sub, err := u.svc.nc.ChanSubscribe(natsx.Live(u.id), u.svc.liveCh)
+	subscribed, err := u.svc.subscribeUser(u)
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	u.sub = sub
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	e, err := u.svc.kv.Get(ctx, u.id)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case err != nil:
-		sub.Unsubscribe()
+		u.svc.unsubscribeUser(u)
 		return err
 	default:
 		var rec deviceRecord
@@ -116,8 +114,15 @@ func (u *userState) load(ctx context.Context) error {
 		}
 		u.accounted = max(u.accounted, c.Floor)
 	}
+	if !subscribed {
+		return nil // the node's subscription for all users is in place
+	}
 	// Make sure the server has the subscription before catch-up reads.
-	return u.svc.nc.FlushWithContext(ctx)
+	if err := u.svc.nc.FlushWithContext(ctx); err != nil {
+		u.svc.unsubscribeUser(u)
+		return err
+	}
+	return nil
 }
 
 // refresh merges the stored record into this state: a device that moved

@@ -343,6 +343,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	regDone := make(chan struct{})
 	g.Go(func() error { defer close(regDone); return reg.Run(regCtx) })
 	g.Go(func() error { return owners.Run(regCtx) })
+	// The only gateway receives every user's live records anyway: one
+	// subscription for all of them instead of one per online user. Not
+	// followed once the drain starts (this gateway leaving its own ring
+	// would otherwise subscribe every user it is closing).
+	g.Go(func() error {
+		dsvc.FollowGateways(gctx, owners.Changed, func() bool { return owners.Ring().Only(f.gatewayID) })
+		return nil
+	})
 	grCtx, stopGroups := context.WithCancel(context.Background())
 	defer stopGroups()
 	g.Go(func() error { return gstore.Run(grCtx) })

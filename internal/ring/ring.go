@@ -67,6 +67,12 @@ func (r *Ring) Member(id string) (Member, bool) {
 	return r.members[i], true
 }
 
+// Only reports whether the gateway with id is the ring's one member: it
+// owns every user.
+func (r *Ring) Only(id string) bool {
+	return r.Len() == 1 && r.members[0].ID == id
+}
+
 // Owner returns the gateway that owns key (a user id): the member with the
 // highest score(member, key). ok is false on an empty ring.
 //

@@ -148,6 +148,9 @@ func TestEmptyAndSingle(t *testing.T) {
 		if r.Len() != 0 {
 			t.Errorf("empty ring: Len = %d", r.Len())
 		}
+		if r.Only("gw-1") {
+			t.Errorf("empty ring %v: Only(gw-1) = true", r)
+		}
 	}
 	one := ring.New(members("gw-1"))
 	if m, ok := one.Owner("anyone"); !ok || m.ID != "gw-1" || m.URL != "ws://gw-1/v1/ws" {
@@ -158,6 +161,12 @@ func TestEmptyAndSingle(t *testing.T) {
 	}
 	if _, ok := one.Member("gw-2"); ok {
 		t.Errorf("Member(gw-2) found on a ring without it")
+	}
+	if !one.Only("gw-1") || one.Only("gw-2") {
+		t.Errorf("single ring: Only(gw-1) = %v, Only(gw-2) = %v, want true, false", one.Only("gw-1"), one.Only("gw-2"))
+	}
+	if two := ring.New(members("gw-1", "gw-2")); two.Only("gw-1") || two.Only("gw-2") {
+		t.Errorf("ring of two: a member is the only one")
 	}
 }
 
