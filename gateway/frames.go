@@ -92,6 +92,10 @@ func (ss *session) send(in *wire.Inbound) {
 		// it, whatever becomes of the send.
 		ss.dev.Ack(in.Ack)
 	}
+	if ss.lim == nil {
+		// An idle session holds no limiter: a fresh one is full anyway.
+		ss.lim = s.acquireLimiter(ss.user)
+	}
 	if !ss.lim.Allow() {
 		ss.rejects++
 		ss.fail(&wire.Error{Code: wire.CodeRateLimited, Message: "sending too fast; slow down", CID: in.CID})

@@ -63,7 +63,7 @@ type session struct {
 	cork   *corkConn // the connection under conn, and the buffer conn reads frames from
 	user   string
 	device string
-	lim    *rate.Limiter
+	lim    *rate.Limiter // the user's send limiter, taken at the first send (frame worker only)
 	dev    chat.Device
 	done   chan struct{} // closed when the session has ended
 	work   sync.WaitGroup
@@ -130,7 +130,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.m.Connections.Inc()
-	ss.lim = s.acquireLimiter(c.User)
 
 	conn.SetReadLimit(wire.MaxFrame)
 	ss.extendRead()
@@ -434,7 +433,9 @@ func (ss *session) end() {
 		p.forget(ss)
 	}
 	close(ss.done)
-	s.releaseLimiter(ss.user)
+	if ss.lim != nil {
+		s.releaseLimiter(ss.user)
+	}
 	s.mu.Lock()
 	delete(s.sessions, ss)
 	s.mu.Unlock()
