@@ -374,7 +374,7 @@ func TestStoredFloorNeverCoversALostReceipt(t *testing.T) {
 		if err := json.Unmarshal(e.Value(), &rec); err != nil {
 			t.Fatal(err)
 		}
-		floor = rec.Devices["phone"].Floor
+		floor = rec.Devices.get("phone").Floor
 		stored := map[string]bool{}
 		_, err = natsx.GetBatch(ctx, nc, natsx.StreamMsgs, natsx.BatchRequest{Subject: natsx.Inbox("alice"), Seq: 1, Batch: 10000, MaxBytes: 64 << 20}, func(m *nats.Msg) error {
 			var body receiptsBody

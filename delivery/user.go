@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,8 +18,8 @@ import (
 
 // deviceRecord is the stored value of a user's key in the devices bucket.
 type deviceRecord struct {
-	V       int                      `json:"v"`
-	Devices map[string]*deviceCursor `json:"devices"`
+	V       int         `json:"v"`
+	Devices cursorsByID `json:"devices"`
 }
 
 // deviceCursor is one device's stored position: every record of the user
@@ -25,6 +27,75 @@ type deviceRecord struct {
 type deviceCursor struct {
 	Floor uint64 `json:"floor"`
 	Seen  int64  `json:"seen"`
+}
+
+// cursorsByID is a user's devices' cursors by device id, stored as a JSON
+// object. It is a short slice, not a map: a user has a handful of devices,
+// and a map of one costs ten times the memory (one online user each).
+type cursorsByID []namedCursor
+
+type namedCursor struct {
+	id string
+	c  *deviceCursor
+}
+
+// get returns the cursor of device id, or nil.
+func (cs cursorsByID) get(id string) *deviceCursor {
+	for _, e := range cs {
+		if e.id == id {
+			return e.c
+		}
+	}
+	return nil
+}
+
+// set gives device id cursor c.
+func (cs *cursorsByID) set(id string, c *deviceCursor) {
+	for i, e := range *cs {
+		if e.id == id {
+			(*cs)[i].c = c
+			return
+		}
+	}
+	*cs = append(*cs, namedCursor{id, c})
+}
+
+// clone is a deep copy.
+func (cs cursorsByID) clone() cursorsByID {
+	out := make(cursorsByID, len(cs))
+	for i, e := range cs {
+		c := *e.c
+		out[i] = namedCursor{e.id, &c}
+	}
+	return out
+}
+
+func (cs cursorsByID) MarshalJSON() ([]byte, error) {
+	m := make(map[string]*deviceCursor, len(cs))
+	for _, e := range cs {
+		m[e.id] = e.c
+	}
+	return json.Marshal(m)
+}
+
+func (cs *cursorsByID) UnmarshalJSON(data []byte) error {
+	var m map[string]*deviceCursor
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	if m == nil {
+		*cs = nil
+		return nil
+	}
+	out := make(cursorsByID, 0, len(m))
+	for id, c := range m {
+		if c != nil {
+			out = append(out, namedCursor{id, c})
+		}
+	}
+	slices.SortFunc(out, func(a, b namedCursor) int { return strings.Compare(a.id, b.id) })
+	*cs = out
+	return nil
 }
 
 // maxReceipted bounds the per-user memory of delivered receipts produced for
@@ -74,7 +145,7 @@ func newUserState(s *Service, id string) *userState {
 		svc:   s,
 		id:    id,
 		ready: make(chan struct{}),
-		rec:   deviceRecord{V: 1, Devices: map[string]*deviceCursor{}},
+		rec:   deviceRecord{V: 1, Devices: cursorsByID{}},
 	}
 	u.devs.Store(&[]*Device{})
 	return u
@@ -106,13 +177,15 @@ func (u *userState) load(ctx context.Context) error {
 		u.rev = e.Revision()
 	}
 	now := u.svc.cfg.Now().UnixMilli()
-	for name, c := range u.rec.Devices {
-		if now-c.Seen > u.svc.cfg.DeviceTTL.Milliseconds() {
-			delete(u.rec.Devices, name)
-			u.gen++
-			continue
-		}
-		u.accounted = max(u.accounted, c.Floor)
+	n := len(u.rec.Devices)
+	u.rec.Devices = slices.DeleteFunc(u.rec.Devices, func(e namedCursor) bool {
+		return now-e.c.Seen > u.svc.cfg.DeviceTTL.Milliseconds()
+	})
+	if len(u.rec.Devices) < n {
+		u.gen++
+	}
+	for _, e := range u.rec.Devices {
+		u.accounted = max(u.accounted, e.c.Floor)
 	}
 	if !subscribed {
 		return nil // the node's subscription for all users is in place
@@ -153,13 +226,14 @@ func (u *userState) refresh(ctx context.Context) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for name, c := range rec.Devices {
-		if mine := u.rec.Devices[name]; mine != nil {
+	for _, e := range rec.Devices {
+		c := e.c
+		if mine := u.rec.Devices.get(e.id); mine != nil {
 			mine.Floor = max(mine.Floor, c.Floor)
 			mine.Seen = max(mine.Seen, c.Seen)
 		} else {
 			cc := *c
-			u.rec.Devices[name] = &cc
+			u.rec.Devices.set(e.id, &cc)
 		}
 		// Another node stored this floor after producing its receipts.
 		u.accounted = max(u.accounted, c.Floor)
@@ -189,17 +263,17 @@ func (u *userState) attach(d *Device) (old *Device, isNew bool) {
 		next = append(next, x)
 	}
 	var floor uint64
-	if c := u.rec.Devices[d.id]; c != nil {
+	if c := u.rec.Devices.get(d.id); c != nil {
 		floor = c.Floor
 	}
 	if old != nil {
 		floor = max(floor, old.storableFloor())
 	}
 	now := u.svc.cfg.Now().UnixMilli()
-	if c := u.rec.Devices[d.id]; c != nil {
+	if c := u.rec.Devices.get(d.id); c != nil {
 		c.Seen = now
 	} else {
-		u.rec.Devices[d.id] = &deviceCursor{Seen: now}
+		u.rec.Devices.set(d.id, &deviceCursor{Seen: now})
 		isNew = true
 	}
 	u.gen++
@@ -222,7 +296,7 @@ func (u *userState) detach(d *Device) {
 		}
 	}
 	u.devs.Store(&next)
-	if c := u.rec.Devices[d.id]; c != nil {
+	if c := u.rec.Devices.get(d.id); c != nil {
 		c.Floor = max(c.Floor, d.storableFloor())
 		c.Seen = u.svc.cfg.Now().UnixMilli()
 	}
@@ -234,8 +308,8 @@ func (u *userState) detach(d *Device) {
 func (u *userState) hasOtherDevices(dev string) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for name := range u.rec.Devices {
-		if name != dev {
+	for _, e := range u.rec.Devices {
+		if e.id != dev {
 			return true
 		}
 	}
@@ -369,7 +443,7 @@ func (u *userState) snapshot() (recordSnapshot, bool) {
 		return recordSnapshot{}, false
 	}
 	for _, d := range u.devices() {
-		if c := u.rec.Devices[d.id]; c != nil {
+		if c := u.rec.Devices.get(d.id); c != nil {
 			c.Floor = max(c.Floor, d.storableFloor())
 		}
 	}
@@ -411,12 +485,12 @@ func (u *userState) store(ctx context.Context, snap recordSnapshot) error {
 		}
 		var theirs deviceRecord
 		if json.Unmarshal(e.Value(), &theirs) == nil {
-			for name, c := range theirs.Devices {
-				if mine := rec.Devices[name]; mine != nil {
-					mine.Floor = max(mine.Floor, c.Floor)
-					mine.Seen = max(mine.Seen, c.Seen)
+			for _, e := range theirs.Devices {
+				if mine := rec.Devices.get(e.id); mine != nil {
+					mine.Floor = max(mine.Floor, e.c.Floor)
+					mine.Seen = max(mine.Seen, e.c.Seen)
 				} else {
-					rec.Devices[name] = c
+					rec.Devices.set(e.id, e.c)
 				}
 			}
 		}
@@ -431,10 +505,5 @@ func isWrongSequence(err error) bool {
 }
 
 func cloneRecord(r deviceRecord) deviceRecord {
-	out := deviceRecord{V: 1, Devices: make(map[string]*deviceCursor, len(r.Devices))}
-	for k, v := range r.Devices {
-		c := *v
-		out.Devices[k] = &c
-	}
-	return out
+	return deviceRecord{V: 1, Devices: r.Devices.clone()}
 }
