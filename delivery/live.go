@@ -20,15 +20,16 @@ import (
 //
 // A change from one to the other subscribes the new way, flushes it to
 // the server and keeps the old one a moment longer
-// (Config.LiveSwitchGrace), so every record comes by at least one of them. A record that comes by both is dropped by the
-// device as one it already has (its sequence is not past the source's
-// last).
+// (Config.LiveSwitchGrace), so every record comes by at least one of
+// them. A record that comes by both is dropped by the device as one it
+// already has (its sequence is not past the source's last).
 
 // SubscribeAll switches the node to one live subscription for all users
 // (all set) or to one per online user, as above. It returns once the old
 // subscriptions are gone, Config.LiveSwitchGrace after the new ones are in
-// place; on an error the node keeps the way it had. Loads of users do not
-// wait for the grace.
+// place (sooner only when the service stops: ctx bounds the switch, not
+// the grace); on an error the node keeps the way it had. Loads of users
+// do not wait for the grace.
 func (s *Service) SubscribeAll(ctx context.Context, all bool) error {
 	old, err := s.switchLive(ctx, all)
 	if err != nil || len(old) == 0 {
@@ -39,7 +40,6 @@ func (s *Service) SubscribeAll(ctx context.Context, all bool) error {
 	// before: keep those a moment longer.
 	t := time.NewTimer(s.cfg.LiveSwitchGrace)
 	select {
-	case <-ctx.Done():
 	case <-s.ctx.Done():
 	case <-t.C:
 	}
