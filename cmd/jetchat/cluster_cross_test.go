@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -98,6 +99,22 @@ func TestClusterCrossGateway(t *testing.T) {
 			return f.Receipt != nil && f.Receipt.Msg == s.ID && f.Receipt.Status == status && f.Receipt.By == bob
 		})
 		ca.Ack(f.ID())
+	}
+
+	// Three gateways: each holds one live subscription per online user, and
+	// none the one for all users (gw-1 may have held it while alone).
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		subs, err := nc.userLiveSubs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(subs, "live.u.*") && slices.Contains(subs, "live.u."+alice) && slices.Contains(subs, "live.u."+bob) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("live subscriptions of the gateways: %v; want one per online user (%s, %s, …) and no live.u.*", subs, alice, bob)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// A group across the three gateways: created at gw-1 (Postgres may

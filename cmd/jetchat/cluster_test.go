@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -351,6 +352,40 @@ func clusterToken(t testing.TB, user, device string) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// userLiveSubs returns the subjects of the subscriptions to users' live
+// records (live.u.…) that the cluster's clients hold, from each node's
+// monitoring endpoint.
+func (c *natsCluster) userLiveSubs(ctx context.Context) ([]string, error) {
+	var subs []string
+	for _, n := range c.nodes {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.monitor+"/connz?subs=detail&limit=1024", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		var connz struct {
+			Connections []struct {
+				Subs []struct {
+					Subject string `json:"subject"`
+				} `json:"subscriptions_list_detail"`
+			} `json:"connections"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&connz)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("connz of %s: %w", n.name, err)
+		}
+		for _, conn := range connz.Connections {
+			for _, sub := range conn.Subs {
+				if strings.HasPrefix(sub.Subject, "live.u.") {
+					subs = append(subs, sub.Subject)
+				}
+			}
+		}
+	}
+	return subs, nil
 }
 
 // ringOf is the ring the gateways should compute.

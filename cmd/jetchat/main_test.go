@@ -51,6 +51,12 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
 func mintToken(t *testing.T, getenv func(string) string, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
@@ -126,6 +132,22 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	if ready["nats"] != "ok" || ready["postgres"] != "ok" || ready["gateways"] != "ok" || ready["service_api"] != "ok" {
 		t.Errorf("readyz = %v", ready)
+	}
+	// The only gateway holds one live subscription for all users.
+	deadline = time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), "live records: one subscription for all users") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the only gateway never switched to one live subscription for all users; log:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// And still delivers live.
+	s2, err := alice.Send(dctx, "bob", "after the switch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := bob.Next(dctx); err != nil || f.Message == nil || f.Message.ID != s2.ID {
+		t.Fatalf("bob got %v, %v", f, err)
 	}
 	cancel() // SIGTERM
 	select {
