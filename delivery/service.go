@@ -152,12 +152,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 
 	s.mu.Lock()
-	s.closed = true
-	users := make([]*userState, 0, len(s.users))
-	for _, u := range s.users {
-		users = append(users, u)
-	}
+	s.closed = true // no user is added from here on
 	s.mu.Unlock()
+	users := s.onlineUsers()
 	for _, u := range users {
 		for _, d := range u.devices() {
 			d.closeWith(ErrShutdown)
@@ -173,13 +170,10 @@ func (s *Service) Run(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := s.flushCursors(fctx)
-	s.liveMu.Lock()
 	for _, u := range users {
-		if u.sub != nil {
-			u.sub.Unsubscribe()
-			u.sub = nil
-		}
+		s.unsubscribeUser(u)
 	}
+	s.liveMu.Lock()
 	if s.liveAll != nil {
 		s.liveAll.Unsubscribe()
 		s.liveAll = nil
@@ -531,12 +525,7 @@ func (s *Service) releaseUser(u *userState) {
 // are stored, then the positions: a stored position never covers an ack
 // whose receipt was lost.
 func (s *Service) flushCursors(ctx context.Context) error {
-	s.mu.RLock()
-	users := make([]*userState, 0, len(s.users))
-	for _, u := range s.users {
-		users = append(users, u)
-	}
-	s.mu.RUnlock()
+	users := s.onlineUsers()
 	type pending struct {
 		u    *userState
 		snap recordSnapshot
