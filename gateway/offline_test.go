@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/jetchat/jetchat/client"
 	"github.com/jetchat/jetchat/delivery"
 	"github.com/jetchat/jetchat/internal/natstest"
@@ -221,5 +223,25 @@ func TestReplacedDeviceIsClosed(t *testing.T) {
 	}
 	if code := old.CloseCode(); code != 4001 {
 		t.Errorf("close code = %d, want 4001", code)
+	}
+}
+
+// TestCatchUpFramesShareWrites: a catch-up's frames leave in few writes,
+// not one each, and jetchat_session_writes_total counts the writes.
+func TestCatchUpFramesShareWrites(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	alice := n.Dial(t, "alice", "phone")
+	ids := sendN(t, alice, "bob", 300, "offline")
+	frames0, writes0 := testutil.ToFloat64(n.Metrics.FramesOut), testutil.ToFloat64(n.Metrics.SessionWrites)
+	if writes0 == 0 || writes0 > frames0 {
+		t.Fatalf("after alice's sends: %v writes of %v frames", writes0, frames0)
+	}
+	bob := n.Dial(t, "bob", "phone")
+	receiveN(t, bob, ids, false) // no acks: no receipts for alice meanwhile
+	frames := testutil.ToFloat64(n.Metrics.FramesOut) - frames0
+	writes := testutil.ToFloat64(n.Metrics.SessionWrites) - writes0
+	if frames < 301 || writes < 1 || writes > frames/4 {
+		t.Errorf("bob's hello and catch-up: %v frames in %v writes, want at least 301 frames in at most a quarter as many writes", frames, writes)
 	}
 }

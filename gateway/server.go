@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -136,7 +137,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // session goroutines
 	runner *runner        // sessions' writers and frame workers
-	poller *poller        // idle sessions' waits for bytes; nil where there is none
+	// writers counts the sessions' writers running now (see session.write).
+	writers atomic.Int32
+	poller  *poller // idle sessions' waits for bytes; nil where there is none
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}

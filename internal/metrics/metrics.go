@@ -19,6 +19,9 @@ type Metrics struct {
 	FramesIn *prometheus.CounterVec
 	// FramesOut counts frames queued to clients.
 	FramesOut prometheus.Counter
+	// SessionWrites counts the writes of queued frames to clients'
+	// connections; one write carries one or more frames.
+	SessionWrites prometheus.Counter
 	// MessagesSent counts messages durably stored (answered with sent).
 	MessagesSent prometheus.Counter
 	// MessagesDelivered counts delivered receipts: the first ack of a message
@@ -54,6 +57,8 @@ func New() *Metrics {
 			Name: "jetchat_frames_in_total", Help: "Frames received from clients, by type."}, []string{"type"}),
 		FramesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jetchat_frames_out_total", Help: "Frames queued to clients."}),
+		SessionWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_session_writes_total", Help: "Writes of queued frames to clients' connections (each carries one or more frames)."}),
 		MessagesSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jetchat_messages_sent_total", Help: "Messages durably stored and answered with sent."}),
 		MessagesDelivered: prometheus.NewCounter(prometheus.CounterOpts{
@@ -78,7 +83,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.Connections, m.FramesIn, m.FramesOut, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
+		m.Connections, m.FramesIn, m.FramesOut, m.SessionWrites, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
 		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed, m.MissedRecords,
 	)
 	return m
