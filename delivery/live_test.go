@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,12 +117,22 @@ func TestSwitchingLiveSubscriptionsLosesNothing(t *testing.T) {
 
 	sent := make([][]string, users)
 	var wg sync.WaitGroup
+	var switches atomic.Int64
 	done := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(done)
 		for k := 0; k < perUser; k++ {
+			// Keep pace with the switches (one per 10 rounds at least), so
+			// that a busy machine cannot send everything between two.
+			for deadline := time.Now().Add(10 * time.Second); switches.Load() < int64(k/10); {
+				if time.Now().After(deadline) {
+					t.Errorf("round %d: only %d switches after 10 s", k, switches.Load())
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
 			for i := range users {
 				res, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i, "-", k), To: fmt.Sprint("user-", i), Body: "m"}, false)
 				if err != nil {
@@ -132,7 +143,6 @@ func TestSwitchingLiveSubscriptionsLosesNothing(t *testing.T) {
 			}
 		}
 	}()
-	switches := 0
 	for all := true; ; all = !all {
 		select {
 		case <-done:
@@ -140,14 +150,14 @@ func TestSwitchingLiveSubscriptionsLosesNothing(t *testing.T) {
 			if err := s.SubscribeAll(ctx, all); err != nil {
 				t.Fatal(err)
 			}
-			switches++
+			switches.Add(1)
 			continue
 		}
 		break
 	}
 	wg.Wait()
-	if switches < 10 {
-		t.Fatalf("only %d switches while the messages flowed", switches)
+	if n := switches.Load(); n < 14 {
+		t.Fatalf("only %d switches while the messages flowed", n)
 	}
 	for i, sink := range sinks {
 		got := sink.ids(t, perUser)
