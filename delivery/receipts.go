@@ -168,12 +168,12 @@ func (b *batcher) store(ctx context.Context, all bool) error {
 			if err != nil {
 				return err
 			}
-			m := nats.NewMsg(natsx.Inbox(rb.target))
-			m.Data = data
-			m.Header.Set(hdrMsgID, "r:"+rb.id)
-			m.Header.Set(HdrVersion, RecordVersion)
-			m.Header.Set(HdrKind, KindReceipts)
-			m.Header.Set(HdrTS, strconv.FormatInt(now.UnixMilli(), 10))
+			h := newHeaders(4)
+			h.set(hdrMsgID, "r:"+rb.id)
+			h.set(HdrVersion, RecordVersion)
+			h.set(HdrKind, KindReceipts)
+			h.set(HdrTS, strconv.FormatInt(now.UnixMilli(), 10))
+			m := &nats.Msg{Subject: natsx.Inbox(rb.target), Header: h.h, Data: data}
 			futures[i], err = b.svc.js.PublishMsgAsync(m)
 			if err != nil {
 				errs = append(errs, err)

@@ -120,23 +120,44 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 // newMessageRecord builds a message or copy record for subject. id is the
 // message id when the record does not make it itself.
 func newMessageRecord(subject, dedupPrefix, kind, id, from, device string, req chat.SendRequest, ts int64) *nats.Msg {
-	m := nats.NewMsg(subject)
-	m.Data = appendMessage(make([]byte, 0, 112+len(req.Body)), id, from, req.To, req.Group, req.Body, req.Media, ts)
-	m.Header.Set(hdrMsgID, dedupPrefix+from+":"+req.CID)
-	m.Header.Set(HdrVersion, RecordVersion)
-	m.Header.Set(HdrKind, kind)
-	m.Header.Set(HdrFrom, from)
+	h := newHeaders(8)
+	h.set(hdrMsgID, dedupPrefix+from+":"+req.CID)
+	h.set(HdrVersion, RecordVersion)
+	h.set(HdrKind, kind)
+	h.set(HdrFrom, from)
 	if req.Group != "" {
-		m.Header.Set(HdrGroup, req.Group)
+		h.set(HdrGroup, req.Group)
 	} else {
-		m.Header.Set(HdrTo, req.To)
+		h.set(HdrTo, req.To)
 	}
-	m.Header.Set(HdrDevice, device)
-	m.Header.Set(HdrTS, strconv.FormatInt(ts, 10))
+	h.set(HdrDevice, device)
+	h.set(HdrTS, strconv.FormatInt(ts, 10))
 	if id != "" {
-		m.Header.Set(HdrID, id)
+		h.set(HdrID, id)
 	}
-	return m
+	return &nats.Msg{
+		Subject: subject,
+		Header:  h.h,
+		Data:    appendMessage(make([]byte, 0, 112+len(req.Body)), id, from, req.To, req.Group, req.Body, req.Media, ts),
+	}
+}
+
+// headers builds a record's NATS headers. nats.Header.Set makes a slice
+// for each value; these share one array, and the map is made at its size.
+type headers struct {
+	h    nats.Header
+	vals []string
+}
+
+func newHeaders(n int) headers {
+	return headers{h: make(nats.Header, n), vals: make([]string, 0, n)}
+}
+
+// set sets key to the single value v.
+func (h *headers) set(key, v string) {
+	h.vals = append(h.vals, v)
+	n := len(h.vals)
+	h.h[key] = h.vals[n-1 : n : n] // capped: an Add to one key cannot overwrite the next
 }
 
 // deleteRecord removes one record from the message log.
