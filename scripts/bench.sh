@@ -6,6 +6,7 @@
 #   scripts/bench.sh "--fsync always" dm --users 1000 --rate 3000 --duration 20s
 # Binaries go to $BIN (default /tmp/jetchat-bin); the node's data to a fresh
 # temporary folder, removed afterwards. The node's log is $BIN/node.log.
+# NODE_GOGC, when set, is the node's GOGC (the load tool keeps its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-/tmp/jetchat-bin}
@@ -17,7 +18,7 @@ DATA=$(mktemp -d /tmp/jetchat-bench-data.XXXXXX)
 PORT=${PORT:-18080}
 ulimit -n 19900 2>/dev/null || true
 # shellcheck disable=SC2086
-"$BIN/jetchat" serve --data "$DATA" --http "127.0.0.1:$PORT" --nats-listen none \
+GOGC=${NODE_GOGC:-${GOGC:-100}} "$BIN/jetchat" serve --data "$DATA" --http "127.0.0.1:$PORT" --nats-listen none \
   --send-rate 1000000 --send-burst 1000000 --log-level warn --debug-addr 127.0.0.1:16060 $SERVE_FLAGS > "$BIN/node.log" 2>&1 &
 NODE=$!
 trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null; rm -rf "$DATA"' EXIT
