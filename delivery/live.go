@@ -3,6 +3,8 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jetchat/jetchat/internal/natsx"
@@ -166,9 +168,5 @@ func (s *Service) unsubscribeUser(u *userState) {
 func (s *Service) onlineUsers() []*userState {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	users := make([]*userState, 0, len(s.users))
-	for _, u := range s.users {
-		users = append(users, u)
-	}
-	return users
+	return slices.Collect(maps.Values(s.users))
 }

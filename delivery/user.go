@@ -338,7 +338,6 @@ func (u *userState) delivered(floor uint64, acks []ack) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	covered := u.accounted
-	defer func() { u.accounted = max(u.accounted, floor) }()
 	for _, a := range acks {
 		// A floor covers a message when a device acknowledged it, except
 		// one delivered late (missed live, found by a later read): the
@@ -353,6 +352,7 @@ func (u *userState) delivered(floor uint64, acks []ack) {
 		u.svc.receipts.add(a.from, receiptItem{Msg: MessageID(a.id), Status: wire.StatusDelivered, By: u.id, TS: now})
 		u.svc.m.MessagesDelivered.Inc()
 	}
+	u.accounted = max(u.accounted, floor)
 }
 
 // readBy produces a read receipt for a message the user received, once.
