@@ -41,7 +41,7 @@ func TestEnsureIsIdempotent(t *testing.T) {
 
 // ensured is a connection to a new JetStream server with jetchat's streams
 // and buckets made.
-func ensured(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+func ensured(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, js := natstest.Connect(t, natstest.RunJetStream(t))
 	if _, err := natsx.Ensure(context.Background(), js, natsx.DefaultSettings()); err != nil {
