@@ -37,6 +37,8 @@ type readState struct {
 func (d *Device) catchUp() {
 	defer d.svc.wg.Done()
 	ctx := d.svc.ctx
+	reads := &catchUpReads{readers: map[string]*natsx.SubjectReader{}, read: map[string]bool{}}
+	defer reads.close(d.svc)
 	backoff := 100 * time.Millisecond
 	for {
 		d.mu.Lock()
@@ -59,7 +61,7 @@ func (d *Device) catchUp() {
 			if err != nil {
 				break
 			}
-			err = d.readBatch(st)
+			err = d.readBatch(st, reads)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -146,14 +148,49 @@ func (d *Device) catchUp() {
 	}
 }
 
-// readBatch reads one batch of st's subject.
-func (d *Device) readBatch(st *readState) error {
+// catchUpReads is what a catch-up keeps from one round to the next about
+// its sources' reads.
+type catchUpReads struct {
+	readers map[string]*natsx.SubjectReader // long backlogs, by subject
+	read    map[string]bool                 // subjects read once already
+}
+
+// firstBatch is the size of a catch-up's first read of a source: enough
+// for most backlogs, small enough that the first frames go out at once and
+// that a long backlog is found before much of it is read with direct gets.
+const firstBatch = 64
+
+// drop closes the reader of subject, if any, in the background.
+func (c *catchUpReads) drop(svc *Service, subject string) {
+	if r := c.readers[subject]; r != nil {
+		delete(c.readers, subject)
+		svc.wg.Add(1)
+		go func() {
+			defer svc.wg.Done()
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(svc.ctx), 5*time.Second)
+			defer cancel()
+			if err := r.Close(ctx); err != nil {
+				svc.log.Debug("remove a catch-up reader (the server removes it a minute later)", "err", err)
+			}
+		}()
+	}
+}
+
+// close closes every reader.
+func (c *catchUpReads) close(svc *Service) {
+	for subject := range c.readers {
+		c.drop(svc, subject)
+	}
+}
+
+// readBatch reads one batch of st's subject: with direct gets, and through
+// a reader of its own once the source turns out to have a long backlog.
+func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 	if st.until != 0 && st.from >= st.until {
 		return nil
 	}
-	res, err := natsx.GetBatch(d.svc.ctx, d.svc.nc, natsx.StreamMsgs, natsx.BatchRequest{
-		Subject: st.subject, Seq: st.from, Batch: d.svc.cfg.ReadBatch, MaxBytes: 4 << 20,
-	}, func(m *nats.Msg) error {
+	ctx, cfg := d.svc.ctx, d.svc.cfg
+	fn := func(m *nats.Msg) error {
 		r, err := decodeRecord(m, false)
 		if err != nil {
 			d.svc.log.Warn("skipping undecodable record", "user_id", d.user.id, "err", err)
@@ -164,9 +201,39 @@ func (d *Device) readBatch(st *readState) error {
 			st.recs = append(st.recs, r)
 		}
 		return nil
-	})
-	if err != nil {
-		return err
+	}
+	if r := reads.readers[st.subject]; r != nil && r.Next() != st.from {
+		reads.drop(d.svc, st.subject) // the round stopped short of its end
+	}
+	var res natsx.BatchResult
+	if r := reads.readers[st.subject]; r != nil {
+		var err error
+		if res, err = r.Read(ctx, cfg.ReadBatch, 4<<20, fn); err != nil {
+			reads.drop(d.svc, st.subject) // the next round reads on with direct gets
+			return err
+		}
+	} else {
+		batch := cfg.ReadBatch
+		if !reads.read[st.subject] {
+			batch = min(batch, firstBatch)
+		}
+		var err error
+		res, err = natsx.GetBatch(ctx, d.svc.nc, natsx.StreamMsgs, natsx.BatchRequest{
+			Subject: st.subject, Seq: st.from, Batch: batch, MaxBytes: 4 << 20,
+		}, fn)
+		if err != nil {
+			return err
+		}
+		if st.until == 0 && cfg.LongBacklog > 0 && res.Count > 0 && res.Pending >= uint64(cfg.LongBacklog) {
+			r, err := natsx.NewSubjectReader(ctx, d.svc.nc, d.svc.js, natsx.StreamMsgs, st.subject, res.Last+1)
+			if err != nil {
+				d.svc.log.Warn("long backlog: read on with direct gets", "user_id", d.user.id, "err", err)
+			} else {
+				reads.readers[st.subject] = r
+				d.svc.m.BacklogReaders.Inc()
+			}
+		}
+		reads.read[st.subject] = true
 	}
 	st.more = res.Pending > 0 && len(st.recs) > 0 && (st.until == 0 || res.Last < st.until)
 	return nil

@@ -10,11 +10,18 @@ import (
 )
 
 // BenchmarkCatchUp1000 is a device connecting to 1,000 waiting messages:
-// one op is from Connect to the last of them handed to the session.
+// one op is from Connect to the last of them handed to the session. The
+// backlog is read with direct gets alone (LongBacklog -1) or, past the
+// first read, through a reader of its own (the default).
 //
 //	go test ./delivery/ -run '^$' -bench CatchUp -benchtime 20x
 func BenchmarkCatchUp1000(b *testing.B) {
-	s, _, _ := newService(b, Config{})
+	b.Run("reads=direct", func(b *testing.B) { benchmarkCatchUp1000(b, Config{LongBacklog: -1}) })
+	b.Run("reads=reader", func(b *testing.B) { benchmarkCatchUp1000(b, Config{}) })
+}
+
+func benchmarkCatchUp1000(b *testing.B, cfg Config) {
+	s, _, _ := newService(b, cfg)
 	ctx := context.Background()
 	const n = 1000
 	for i := 0; i < n; i++ {

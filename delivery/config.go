@@ -14,6 +14,13 @@ type Config struct {
 	Window int
 	// ReadBatch is how many records a catch-up reads per request.
 	ReadBatch int
+	// LongBacklog is where a backlog counts as long: a source of a
+	// catch-up with at least this many records still waiting after its
+	// first read is read on through a consumer of its own
+	// (natsx.SubjectReader), which costs two requests to make and remove
+	// but reads records at about half the cost of direct gets. Negative:
+	// never.
+	LongBacklog int
 	// ReceiptDelay is how long receipts for one sender are collected before
 	// they are stored as one record. Longer means fewer stored writes.
 	ReceiptDelay time.Duration
@@ -58,6 +65,7 @@ func Defaults() Config {
 	return Config{
 		Window:          4096,
 		ReadBatch:       512,
+		LongBacklog:     256,
 		ReceiptDelay:    100 * time.Millisecond,
 		ReceiptSpacing:  time.Second,
 		CursorFlush:     10 * time.Second,
@@ -76,6 +84,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReadBatch == 0 {
 		c.ReadBatch = d.ReadBatch
+	}
+	if c.LongBacklog == 0 {
+		c.LongBacklog = d.LongBacklog
 	}
 	if c.ReceiptDelay == 0 {
 		c.ReceiptDelay = d.ReceiptDelay

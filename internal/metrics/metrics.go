@@ -42,6 +42,9 @@ type Metrics struct {
 	// check against the log's leader found a record that the device's
 	// catch-up read and the live copies both missed.
 	MissedRecords prometheus.Counter
+	// BacklogReaders counts catch-up sources read through a consumer of
+	// their own because their backlog was long (delivery.Config.LongBacklog).
+	BacklogReaders prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -75,6 +78,8 @@ func New() *Metrics {
 			Name: "jetchat_slow_sessions_closed_total", Help: "Sessions closed because their send queue was full."}),
 		MissedRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jetchat_missed_records_total", Help: "Device sources (inbox, groups) in which the check against the message log's leader found a record that both the catch-up read and the live copies missed."}),
+		BacklogReaders: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_catchup_backlog_readers_total", Help: "Catch-up sources read through a consumer of their own because their backlog was long."}),
 	}
 	r.MustRegister(
 		// go_gc_heap_live_bytes: the heap the last GC found live, the
@@ -84,7 +89,7 @@ func New() *Metrics {
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.FramesIn, m.FramesOut, m.SessionWrites, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
-		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed, m.MissedRecords,
+		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed, m.MissedRecords, m.BacklogReaders,
 	)
 	return m
 }
