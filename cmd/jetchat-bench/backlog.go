@@ -18,6 +18,7 @@ type backlogResult struct {
 	Scenario      string      `json:"scenario"`
 	Users         int         `json:"users"`
 	Messages      int         `json:"messages_each"`
+	Fill          string      `json:"fill"`
 	FillSeconds   float64     `json:"fill_s"`
 	Before        serverStats `json:"server_before"`
 	AfterFill     serverStats `json:"server_after_fill"`
@@ -37,8 +38,12 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	senders := fs.Int("senders", 50, "online users that fill the backlogs")
 	measure := fs.Int("measure", 100, "how many of the users to connect and time (0: all)")
 	inflight := fs.Int("inflight", 8, "sends in flight per sender")
+	order := fs.String("fill", "interleaved", "order of the fill: interleaved (round robin over the users, so each user's messages are spread over the whole log) or each (one user's messages after the other's, so each backlog is contiguous)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *order != "interleaved" && *order != "each" {
+		return fmt.Errorf("--fill %q: want interleaved or each", *order)
 	}
 	tokens, err := c.setup()
 	if err != nil {
@@ -63,10 +68,10 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	total := int64(*users) * int64(*msgs)
 	fmt.Fprintf(stderr, "backlog: %d senders fill %d messages (%d users × %d)\n", *senders, total, *users, *msgs)
 	var next, sent, errs atomic.Int64
-	stop := make(chan struct{})
-	go progress(stderr, stop, func(el time.Duration) string {
+	stop := startProgress(stderr, func(el time.Duration) string {
 		return fmt.Sprintf("%4s filled=%d/%d errors=%d", el, sent.Load(), total, errs.Load())
 	})
+	defer stop() // on an early return
 	start := time.Now()
 	pad := strings.Repeat("x", 80)
 	var wg sync.WaitGroup
@@ -80,10 +85,14 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 					if i >= total || ctx.Err() != nil {
 						return
 					}
-					// Round robin over the users, so each backlog fills in order.
-					to := names[i%int64(*users)]
+					// Each backlog fills in order, either round robin over
+					// the users or one user after the other.
+					u, k := i%int64(*users), i/int64(*users)
+					if *order == "each" {
+						u, k = i/int64(*msgs), i%int64(*msgs)
+					}
 					sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-					_, err := sc.SendMsg(sctx, client.SendRequest{To: to, Body: fmt.Sprint(i/int64(*users), "|", pad)})
+					_, err := sc.SendMsg(sctx, client.SendRequest{To: names[u], Body: fmt.Sprint(k, "|", pad)})
 					cancel()
 					if err != nil {
 						errs.Add(1)
@@ -95,7 +104,7 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	wg.Wait()
-	close(stop)
+	stop()
 	fill := time.Since(start)
 	for _, sc := range sconns {
 		sc.Close()
@@ -146,13 +155,13 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		cancel()
 	}
 	res := backlogResult{
-		Scenario: "backlog", Users: *users, Messages: *msgs, FillSeconds: fill.Seconds(),
+		Scenario: "backlog", Users: *users, Messages: *msgs, Fill: *order, FillSeconds: fill.Seconds(),
 		Before: before, AfterFill: after, GrowthPerUser: (after.RSS - before.RSS) / float64(*users),
 		CatchUp: h.summary(), Measured: n, Lost: lost,
 	}
 	report(stdout, c.jsonOut, res, [][2]string{
 		{"scenario", fmt.Sprintf("backlog: %d offline users × %d waiting messages", *users, *msgs)},
-		{"fill", fmt.Sprintf("%s (%.0f msg/s)", fill.Truncate(time.Millisecond), float64(total)/fill.Seconds())},
+		{"fill", fmt.Sprintf("%s, %s (%.0f msg/s)", *order, fill.Truncate(time.Millisecond), float64(total)/fill.Seconds())},
 		{"server RSS", fmt.Sprintf("%s → %s after fill: %.0f B per offline user", mib(before.RSS), mib(after.RSS), res.GrowthPerUser)},
 		{"catch-up (hello → all delivered)", fmtLat(res.CatchUp)},
 		{"lost", fmt.Sprint(lost)},

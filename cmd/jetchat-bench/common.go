@@ -347,18 +347,28 @@ func settle(ctx context.Context, base string, wait time.Duration) (serverStats, 
 	return scrape(ctx, base)
 }
 
-// progress prints a line every second until stop is closed.
-func progress(w io.Writer, stop <-chan struct{}, line func(elapsed time.Duration) string) {
-	start := time.Now()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			fmt.Fprintln(w, line(time.Since(start).Truncate(time.Second)))
+// startProgress prints a line to w every second until the returned stop
+// is called; stop returns once it has printed its last.
+func startProgress(w io.Writer, line func(elapsed time.Duration) string) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		start := time.Now()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				fmt.Fprintln(w, line(time.Since(start).Truncate(time.Second)))
+			}
 		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-done
 	}
 }
 

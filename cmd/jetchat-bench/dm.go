@@ -252,14 +252,14 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	stopProgress := make(chan struct{})
 	var lastDel int64
-	go progress(stderr, stopProgress, func(el time.Duration) string {
+	stopProgress := startProgress(stderr, func(el time.Duration) string {
 		d := delivered.Load()
 		line := fmt.Sprintf("%4s sent=%d delivered=%d (+%d/s) receipts=%d errors=%d", el, sent.Load(), d, d-lastDel, receipts.Load(), errCount.Load())
 		lastDel = d
 		return line
 	})
+	defer stopProgress() // on an early return
 
 	cpu := startCPU(ctx, c.nodes())
 	sendCtx, stopSend := context.WithTimeout(ctx, *dur)
@@ -310,7 +310,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for time.Now().Before(deadline) && (delivered.Load() < sent.Load() || receipts.Load() < sent.Load()) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	close(stopProgress)
+	stopProgress()
 	close(stopAck)
 	wg.Wait()
 

@@ -167,14 +167,14 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}()
 	}
 
-	stop := make(chan struct{})
 	var last int64
-	go progress(stderr, stop, func(el time.Duration) string {
+	stop := startProgress(stderr, func(el time.Duration) string {
 		d := deliveries.Load()
 		line := fmt.Sprintf("%4s sent=%d deliveries=%d (+%d/s) receipts=%d errors=%d", el, sent.Load(), d, d-last, receipts.Load(), errCount.Load())
 		last = d
 		return line
 	})
+	defer stop() // on an early return
 	pad := strings.Repeat("x", max(*bodySize-20, 0))
 	cpu := startCPU(ctx, c.nodes())
 	sendCtx, stopSend := context.WithTimeout(ctx, *dur)
@@ -226,7 +226,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	close(stop)
+	stop()
 	close(stopAck)
 	wg.Wait()
 	var lost int64

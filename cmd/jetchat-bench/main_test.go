@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetchat/jetchat/internal/natstest"
+	"github.com/jetchat/jetchat/internal/testnode"
+)
+
+// runTool runs the load tool with args and returns its stdout and stderr.
+func runTool(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no scenario"},
+		{[]string{"chat"}, `unknown scenario "chat"`},
+		{[]string{"backlog", "--fill", "random", "--jwt-secret", string(testnode.Secret)}, `--fill "random": want interleaved or each`},
+		{[]string{"dm", "--users", "many"}, "invalid value"},
+	} {
+		_, _, err := runTool(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("jetchat-bench %q: error %v, want one saying %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestScenariosAgainstANode runs the dm, backlog (both fill orders) and
+// connect scenarios, small, against a real node over WebSockets, and reads
+// their JSON summaries: every message sent is delivered, none is lost.
+func TestScenariosAgainstANode(t *testing.T) {
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	base := []string{"--url", n.URL, "--jwt-secret", string(testnode.Secret), "--json"}
+
+	out, stderr, err := runTool(t, append([]string{"dm", "--users", "10", "--rate", "200", "--duration", "2s", "--warmup", "0s", "--drain", "10s"}, base...)...)
+	if err != nil {
+		t.Fatalf("dm: %v\n%s", err, stderr)
+	}
+	var dm dmResult
+	if err := json.Unmarshal([]byte(out), &dm); err != nil {
+		t.Fatalf("dm summary: %v\n%s", err, out)
+	}
+	if dm.Sent < 300 || dm.Delivered != dm.Sent || dm.Lost != 0 || dm.Errors != 0 || dm.Misdelivered != 0 || dm.SendToDeliv.N == 0 {
+		t.Errorf("dm summary %+v: want ~400 sent, all delivered, nothing lost", dm)
+	}
+
+	for _, fill := range []string{"interleaved", "each"} {
+		out, stderr, err := runTool(t, append([]string{"backlog", "--users", "4", "--messages", "30", "--senders", "3", "--fill", fill}, base...)...)
+		if err != nil {
+			t.Fatalf("backlog --fill %s: %v\n%s", fill, err, stderr)
+		}
+		var bl backlogResult
+		if err := json.Unmarshal([]byte(out), &bl); err != nil {
+			t.Fatalf("backlog summary: %v\n%s", err, out)
+		}
+		if bl.Fill != fill || bl.Measured != 4 || bl.CatchUp.N != 4 || bl.Lost != 0 {
+			t.Errorf("backlog --fill %s summary %+v: want 4 users caught up, nothing lost", fill, bl)
+		}
+	}
+
+	out, stderr, err = runTool(t, append([]string{"connect", "--conns", "50", "--hold", "100ms"}, base...)...)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, stderr)
+	}
+	var cr connectResult
+	if err := json.Unmarshal([]byte(out), &cr); err != nil {
+		t.Fatalf("connect summary: %v\n%s", err, out)
+	}
+	if cr.Conns != 50 || cr.Connect.N != 50 {
+		t.Errorf("connect summary %+v: want 50 sessions opened", cr)
+	}
+}
