@@ -18,7 +18,7 @@ type Config struct {
 	// catch-up with at least this many records still waiting after its
 	// first read is read on through a consumer of its own
 	// (natsx.SubjectReader), which costs two requests to make and remove
-	// but reads records at about half the cost of direct gets. Negative:
+	// but reads records at about two thirds of the cost of direct gets. Negative:
 	// never.
 	LongBacklog int
 	// ReceiptDelay is how long receipts for one sender are collected before

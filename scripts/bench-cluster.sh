@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-/tmp/jetchat-bin}
 GATEWAYS=${GATEWAYS:-3}
+GATEWAY_FLAGS=${GATEWAY_FLAGS:-} # more serve flags for every gateway
 mkdir -p "$BIN"
 go build -o "$BIN/jetchat" ./cmd/jetchat
 go build -o "$BIN/jetchat-bench" ./cmd/jetchat-bench
@@ -49,7 +50,7 @@ for i in $(seq 1 "$GATEWAYS"); do
   "$BIN/jetchat" serve --data "$DIR/gw-$i" --http "127.0.0.1:1808$i" --nats-url "$URLS" \
     --nats-user jetchat --nats-password "$JETCHAT_NATS_PASSWORD" --replicas 3 \
     --gateway-id "gw-$i" --public-url "ws://127.0.0.1:1808$i/v1/ws" --enforce-ownership \
-    --jwt-secret "$SECRET" --send-rate 1000000 --send-burst 1000000 --log-level warn \
+    --jwt-secret "$SECRET" --send-rate 1000000 --send-burst 1000000 --log-level warn $GATEWAY_FLAGS \
     > "$DIR/gw-$i.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:1808$i/healthz" >/dev/null && break; sleep 0.1; done
