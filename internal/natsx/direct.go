@@ -67,36 +67,20 @@ func GetBatch(ctx context.Context, nc *nats.Conn, stream string, req BatchReques
 	if err != nil {
 		return res, err
 	}
-	// The reply holds at most Batch messages and the end-of-batch status:
-	// a channel of that size never overflows. (A synchronous subscription
-	// would allocate nats.go's default of 64Ki slots, 512 KiB, per read.)
-	replies := make(chan *nats.Msg, req.Batch+2)
-	inbox := nc.NewInbox()
-	sub, err := nc.ChanSubscribe(inbox, replies)
+	replies, err := request(nc, "$JS.API.DIRECT.GET."+stream, body, req.Batch)
 	if err != nil {
-		return res, fmt.Errorf("direct get: subscribe: %w", err)
-	}
-	defer sub.Unsubscribe()
-	// A channel subscription is not woken when the connection closes; its
-	// closed handler is.
-	closed := make(chan struct{})
-	sub.SetClosedHandler(func(string) { close(closed) })
-	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
 		return res, fmt.Errorf("direct get: %w", err)
 	}
+	defer replies.stop()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
 	for {
-		var m *nats.Msg
-		select {
-		case m = <-replies:
-		case <-ctx.Done():
-			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, ctx.Err())
-		case <-closed:
-			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, nats.ErrConnectionClosed)
+		m, err := replies.next(ctx)
+		if err != nil {
+			return res, fmt.Errorf("direct get %s on %s: %w", req.Subject, stream, err)
 		}
 		if len(m.Data) == 0 && m.Header != nil {
 			switch m.Header.Get(hdrStatus) {
@@ -123,6 +107,51 @@ func GetBatch(ctx context.Context, nc *nats.Conn, stream string, req BatchReques
 		}
 	}
 }
+
+// replies is the answer to a request that comes as a run of messages to
+// an inbox of its own.
+type replies struct {
+	sub    *nats.Subscription
+	ch     chan *nats.Msg
+	closed chan struct{}
+}
+
+// request publishes body to subject, for an answer of at most n messages
+// and a status. Stop the replies once read.
+func request(nc *nats.Conn, subject string, body []byte, n int) (*replies, error) {
+	// A channel of that size never overflows. (A synchronous subscription
+	// would allocate nats.go's default of 64Ki slots, 512 KiB, per read.)
+	r := &replies{ch: make(chan *nats.Msg, n+2), closed: make(chan struct{})}
+	inbox := nc.NewInbox()
+	sub, err := nc.ChanSubscribe(inbox, r.ch)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	r.sub = sub
+	// A channel subscription is not woken when the connection closes; its
+	// closed handler is.
+	sub.SetClosedHandler(func(string) { close(r.closed) })
+	if err := nc.PublishRequest(subject, inbox, body); err != nil {
+		sub.Unsubscribe()
+		return nil, err
+	}
+	return r, nil
+}
+
+// next waits for the next reply.
+func (r *replies) next(ctx context.Context) (*nats.Msg, error) {
+	select {
+	case m := <-r.ch:
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-r.closed:
+		return nil, nats.ErrConnectionClosed
+	}
+}
+
+// stop ends the subscription to the replies.
+func (r *replies) stop() { r.sub.Unsubscribe() }
 
 // Get reads the stored message with sequence seq. It returns ErrNoMessage
 // when there is none (never stored, deleted or expired).

@@ -90,28 +90,16 @@ func (r *SubjectReader) pull(ctx context.Context, batch, maxBytes int, fn func(*
 	if err != nil {
 		return res, false, err
 	}
-	// At most batch messages and one status: the channel never overflows.
-	replies := make(chan *nats.Msg, batch+2)
-	inbox := r.nc.NewInbox()
-	sub, err := r.nc.ChanSubscribe(inbox, replies)
+	replies, err := request(r.nc, "$JS.API.CONSUMER.MSG.NEXT."+r.stream+"."+r.name, body, batch)
 	if err != nil {
-		return res, false, fmt.Errorf("read %s: subscribe: %w", r.subject, err)
-	}
-	defer sub.Unsubscribe()
-	closed := make(chan struct{})
-	sub.SetClosedHandler(func(string) { close(closed) })
-	if err := r.nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+r.stream+"."+r.name, inbox, body); err != nil {
 		return res, false, fmt.Errorf("read %s: %w", r.subject, err)
 	}
+	defer replies.stop()
 	left := maxBytes
 	for {
-		var m *nats.Msg
-		select {
-		case m = <-replies:
-		case <-ctx.Done():
-			return res, false, fmt.Errorf("read %s on %s: %w", r.subject, r.stream, ctx.Err())
-		case <-closed:
-			return res, false, fmt.Errorf("read %s on %s: %w", r.subject, r.stream, nats.ErrConnectionClosed)
+		m, err := replies.next(ctx)
+		if err != nil {
+			return res, false, fmt.Errorf("read %s on %s: %w", r.subject, r.stream, err)
 		}
 		if len(m.Data) == 0 && m.Header != nil && m.Header.Get(hdrStatus) != "" {
 			switch m.Header.Get(hdrStatus) {
