@@ -18,8 +18,8 @@ type Config struct {
 	// catch-up with at least this many records still waiting after its
 	// first read is read on through a consumer of its own
 	// (natsx.SubjectReader), which costs two requests to make and remove
-	// but reads records at about two thirds of the cost of direct gets. Negative:
-	// never.
+	// but reads records at about two thirds of the cost of direct gets.
+	// Negative: never.
 	LongBacklog int
 	// ReceiptDelay is how long receipts for one sender are collected before
 	// they are stored as one record. Longer means fewer stored writes.

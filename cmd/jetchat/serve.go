@@ -87,7 +87,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.sendRate, "send-rate", 30, "sends per second allowed per user")
 	fs.IntVar(&f.sendBurst, "send-burst", 60, "sends a user may make at once")
 	fs.IntVar(&f.window, "window", 4096, "records a device may hold unacknowledged before delivery to it pauses")
-	fs.IntVar(&f.longBacklog, "long-backlog", 256, "records still waiting after a catch-up's first read of a source that make it read on through a consumer of its own (cheaper per record, two requests more; -1: never)")
+	fs.IntVar(&f.longBacklog, "long-backlog", 256, "records still waiting after a catch-up's first read of a source that make it read on through a consumer of its own (cheaper per record, two requests more; -1: never, 0: the default)")
 	fs.DurationVar(&f.receiptDelay, "receipt-delay", 100*time.Millisecond, "how long receipts to one sender are batched into one stored record")
 	fs.DurationVar(&f.receiptSpacing, "receipt-spacing", time.Second, "time between two receipt records stored for one user, give or take a quarter (a busy user's receipts share one record per spacing)")
 	fs.DurationVar(&f.cursorFlush, "cursor-flush", 10*time.Second, "how often acknowledged positions are stored (a crash redelivers at most this much)")

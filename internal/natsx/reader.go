@@ -13,8 +13,9 @@ import (
 )
 
 // SubjectReader reads one subject of a stream in order, from a sequence on,
-// through an ephemeral consumer of its own (no acks, kept in memory, on the
-// stream's leader). For a long backlog it is much cheaper than batch direct
+// through an ephemeral consumer of its own (no acks, kept in memory; on a
+// cluster the server places it on one of the stream's replicas, so, like
+// a direct get, it may read a copy that lags the leader). For a long backlog it is much cheaper than batch direct
 // gets: a consumer hands the stored headers over as they are, while a direct
 // get re-encodes every message's headers to add its own (a third or more
 // of a 1,000-message read, see BenchmarkRead1000). Its cost is the consumer:
@@ -65,7 +66,7 @@ type pullRequest struct {
 // order, and is to be closed and replaced.
 var ErrReaderGap = errors.New("subject reader: a delivery is missing")
 
-// Read reads up to req.Batch messages (and about req.MaxBytes, 0 for no
+// Read reads up to batch messages (and up to maxBytes of them, 0 for no
 // bound) of what is stored now and calls fn for each, in sequence order,
 // like GetBatch: each message carries the Nats-Sequence and Nats-Subject
 // headers a direct get would. A read that reaches the end of the subject

@@ -14,7 +14,7 @@ import (
 	"github.com/jetchat/jetchat/internal/natsx"
 )
 
-// readAll reads once with r and returns the data and sequences it got.
+// readOnce reads once with r and returns the data and sequences it got.
 func readOnce(t *testing.T, r *natsx.SubjectReader, batch, maxBytes int) ([]string, natsx.BatchResult) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
