@@ -37,7 +37,7 @@ type readState struct {
 func (d *Device) catchUp() {
 	defer d.svc.wg.Done()
 	ctx := d.svc.ctx
-	reads := &catchUpReads{readers: map[string]*natsx.SubjectReader{}, read: map[string]bool{}}
+	reads := newCatchUpReads()
 	defer reads.close(d.svc)
 	backoff := 100 * time.Millisecond
 	for {
@@ -151,8 +151,17 @@ func (d *Device) catchUp() {
 // catchUpReads is what a catch-up keeps from one round to the next about
 // its sources' reads.
 type catchUpReads struct {
-	readers map[string]*natsx.SubjectReader // long backlogs, by subject
-	read    map[string]bool                 // subjects read once already
+	readers map[string]*natsx.SubjectReader      // long backlogs, by subject
+	making  map[string]chan *natsx.SubjectReader // readers being made (nil: failed)
+	read    map[string]bool                      // subjects read once already
+}
+
+func newCatchUpReads() *catchUpReads {
+	return &catchUpReads{
+		readers: map[string]*natsx.SubjectReader{},
+		making:  map[string]chan *natsx.SubjectReader{},
+		read:    map[string]bool{},
+	}
 }
 
 // firstBatch is the size of a catch-up's first read of a source: enough
@@ -160,28 +169,90 @@ type catchUpReads struct {
 // that a long backlog is found before much of it is read with direct gets.
 const firstBatch = 64
 
+// startReader makes a reader of subject from sequence from in the
+// background: the round delivers what it has read meanwhile, and the
+// reader's first batch is on its way when the next round asks for it
+// (reader). Its consumer starts at start, at or before from: after the
+// catch-up's first read of the subject, where that read started
+// (ReaderOptions.Start: cheaper for the server to make), passing over
+// what it returned.
+func (c *catchUpReads) startReader(d *Device, subject string, start, from uint64) {
+	svc := d.svc
+	ch := make(chan *natsx.SubjectReader, 1)
+	c.making[subject] = ch
+	svc.wg.Add(1)
+	go func() {
+		defer svc.wg.Done()
+		r, err := natsx.NewSubjectReader(svc.ctx, svc.nc, svc.js, natsx.StreamMsgs, subject, from,
+			natsx.ReaderOptions{Batch: svc.cfg.ReadBatch, MaxBytes: readBytes, Start: start})
+		if err != nil {
+			svc.log.Warn("long backlog: read on with direct gets", "user_id", d.user.id, "err", err)
+		} else {
+			svc.m.BacklogReaders.Inc()
+		}
+		ch <- r
+	}()
+}
+
+// reader returns subject's reader, waiting for it if it is being made,
+// or nil.
+func (c *catchUpReads) reader(ctx context.Context, svc *Service, subject string) *natsx.SubjectReader {
+	if ch := c.making[subject]; ch != nil {
+		select {
+		case r := <-ch:
+			delete(c.making, subject)
+			if r != nil {
+				c.readers[subject] = r
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return c.readers[subject]
+}
+
 // drop closes the reader of subject, if any, in the background.
 func (c *catchUpReads) drop(svc *Service, subject string) {
+	if ch := c.making[subject]; ch != nil {
+		delete(c.making, subject)
+		svc.wg.Add(1)
+		go func() {
+			defer svc.wg.Done()
+			if r := <-ch; r != nil {
+				closeReader(svc, r)
+			}
+		}()
+	}
 	if r := c.readers[subject]; r != nil {
 		delete(c.readers, subject)
 		svc.wg.Add(1)
 		go func() {
 			defer svc.wg.Done()
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(svc.ctx), 5*time.Second)
-			defer cancel()
-			if err := r.Close(ctx); err != nil {
-				svc.log.Debug("remove a catch-up reader (the server removes it a minute later)", "err", err)
-			}
+			closeReader(svc, r)
 		}()
+	}
+}
+
+func closeReader(svc *Service, r *natsx.SubjectReader) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(svc.ctx), 5*time.Second)
+	defer cancel()
+	if err := r.Close(ctx); err != nil {
+		svc.log.Debug("remove a catch-up reader (the server removes it a minute later)", "err", err)
 	}
 }
 
 // close closes every reader.
 func (c *catchUpReads) close(svc *Service) {
+	for subject := range c.making {
+		c.drop(svc, subject)
+	}
 	for subject := range c.readers {
 		c.drop(svc, subject)
 	}
 }
+
+// readBytes bounds the bytes of one read of the log.
+const readBytes = 4 << 20
 
 // readBatch reads one batch of st's subject: with direct gets, and through
 // a reader of its own once the source turns out to have a long backlog.
@@ -202,13 +273,13 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 		}
 		return nil
 	}
-	if r := reads.readers[st.subject]; r != nil && r.Next() != st.from {
+	if r := reads.reader(ctx, d.svc, st.subject); r != nil && r.Next() != st.from {
 		reads.drop(d.svc, st.subject) // the round stopped short of its end
 	}
 	var res natsx.BatchResult
 	if r := reads.readers[st.subject]; r != nil {
 		var err error
-		if res, err = r.Read(ctx, cfg.ReadBatch, 4<<20, fn); err != nil {
+		if res, err = r.Read(ctx, fn); err != nil {
 			reads.drop(d.svc, st.subject) // the next round reads on with direct gets
 			return err
 		}
@@ -219,19 +290,17 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 		}
 		var err error
 		res, err = natsx.GetBatch(ctx, d.svc.nc, natsx.StreamMsgs, natsx.BatchRequest{
-			Subject: st.subject, Seq: st.from, Batch: batch, MaxBytes: 4 << 20,
+			Subject: st.subject, Seq: st.from, Batch: batch, MaxBytes: readBytes,
 		}, fn)
 		if err != nil {
 			return err
 		}
 		if st.until == 0 && cfg.LongBacklog > 0 && res.Count > 0 && res.Pending >= uint64(cfg.LongBacklog) {
-			r, err := natsx.NewSubjectReader(ctx, d.svc.nc, d.svc.js, natsx.StreamMsgs, st.subject, res.Last+1)
-			if err != nil {
-				d.svc.log.Warn("long backlog: read on with direct gets", "user_id", d.user.id, "err", err)
-			} else {
-				reads.readers[st.subject] = r
-				d.svc.m.BacklogReaders.Inc()
+			start := res.Last + 1
+			if !reads.read[st.subject] {
+				start = st.from // passing over the first batch costs less
 			}
+			reads.startReader(d, st.subject, start, res.Last+1)
 		}
 		reads.read[st.subject] = true
 	}

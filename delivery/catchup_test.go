@@ -123,3 +123,49 @@ func TestLongBacklogsOfSeveralSources(t *testing.T) {
 	}
 	waitNoConsumers(t, s)
 }
+
+// stalledSink has no room until released, then reports the session gone.
+type stalledSink struct {
+	*chanSink
+	release chan struct{}
+}
+
+func (s *stalledSink) WaitRoom(ctx context.Context) error {
+	select {
+	case <-s.release:
+		return chat.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestCatchUpEndingWhileItsReaderIsMade: a catch-up that ends (its session
+// gone) while the reader for the rest of a long backlog is still being
+// made, or made but not yet read, removes that reader too.
+func TestCatchUpEndingWhileItsReaderIsMade(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, Config{})
+	ctx := context.Background()
+	for i := 0; i < 700; i++ {
+		if _, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: fmt.Sprint(i), To: "bob", Body: "hi"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := &stalledSink{chanSink: newSink(0), release: make(chan struct{})}
+	d, err := s.Connect(ctx, "bob", "phone", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first round read its batch, started the reader and waits for
+	// room to deliver the batch.
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(s.m.BacklogReaders) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no reader made for a backlog of 700")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d.Close()
+	close(sink.release)
+	waitNoConsumers(t, s)
+}

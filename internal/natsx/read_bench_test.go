@@ -41,12 +41,12 @@ func BenchmarkRead1000(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("reader/spread=%d", spread), func(b *testing.B) {
 			for b.Loop() {
-				r, err := natsx.NewSubjectReader(ctx, nc, js, natsx.StreamMsgs, subject, 1)
+				r, err := natsx.NewSubjectReader(ctx, nc, js, natsx.StreamMsgs, subject, 1, natsx.ReaderOptions{Batch: 512, MaxBytes: 4 << 20})
 				if err != nil {
 					b.Fatal(err)
 				}
 				for n := 0; n < 1000; {
-					res, err := r.Read(ctx, 512, 4<<20, func(*nats.Msg) error { return nil })
+					res, err := r.Read(ctx, func(*nats.Msg) error { return nil })
 					if err != nil || res.Count == 0 {
 						b.Fatalf("read %d: %+v %v", n, res, err)
 					}

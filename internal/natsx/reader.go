@@ -20,27 +20,60 @@ import (
 // get re-encodes every message's headers to add its own (a third or more
 // of a 1,000-message read, see BenchmarkRead1000). Its cost is the consumer:
 // one request to make it, one to remove it.
+//
+// A reader reads ahead: it asks for its first batch as soon as its
+// consumer exists, and for the next one as soon as a Read ends with
+// messages still pending, so that the server's answer (most of a read's
+// time is waiting for its first message) is on its way while the caller
+// handles the batch it has.
 type SubjectReader struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	stream   string
 	name     string
 	subject  string
-	next     uint64 // stream sequence the next read starts at (or after)
-	consumed uint64 // the consumer's delivery sequence so far
+	opts     ReaderOptions
+	ahead    *replies // the pull request made ahead of the next Read, if any
+	from     uint64   // messages before it are passed over (ReaderOptions.Start)
+	next     uint64   // stream sequence the next read starts at (or after)
+	consumed uint64   // the consumer's delivery sequence so far
+}
+
+// ReaderOptions bound a SubjectReader's reads and say where its consumer
+// starts.
+type ReaderOptions struct {
+	// Batch is the most messages one Read returns (at least 1).
+	Batch int
+	// MaxBytes bounds the bytes of one Read (0: no bound); a message
+	// larger than it is read alone.
+	MaxBytes int
+	// Start, when not 0, is where the consumer starts, before the reader's
+	// from; the messages in between are passed over. Making a consumer
+	// costs the server a count of what it has pending, which is cheap from
+	// the stream's first sequence or from before the subject's first
+	// block, and a scan of the rest of a block from a sequence inside it:
+	// a reader that carries on after a direct get of a subject's first
+	// messages is cheaper to make at the direct get's start.
+	Start uint64
 }
 
 // readerIdle is how long the server keeps a reader's consumer once its
 // owner stops asking (a reader that is never closed, after a crash).
 const readerIdle = time.Minute
 
-// NewSubjectReader makes a reader of subject on stream starting at
-// sequence from.
-func NewSubjectReader(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream, subject string, from uint64) (*SubjectReader, error) {
+// NewSubjectReader makes a reader of subject on stream that reads from
+// sequence from on, and asks for its first batch.
+func NewSubjectReader(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream, subject string, from uint64, opts ReaderOptions) (*SubjectReader, error) {
+	from = max(from, 1)
+	start := from
+	if opts.Start != 0 {
+		start = min(opts.Start, from)
+	}
+	opts.Batch, opts.MaxBytes = max(opts.Batch, 1), max(opts.MaxBytes, 0)
 	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		FilterSubject:     subject,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       max(from, 1),
+		OptStartSeq:       start,
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		Replicas:          1,
@@ -49,7 +82,10 @@ func NewSubjectReader(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 	if err != nil {
 		return nil, fmt.Errorf("read %s on %s: make its consumer: %w", subject, stream, err)
 	}
-	return &SubjectReader{nc: nc, js: js, stream: stream, name: cons.CachedInfo().Name, subject: subject, next: max(from, 1)}, nil
+	r := &SubjectReader{nc: nc, js: js, stream: stream, name: cons.CachedInfo().Name, subject: subject,
+		opts: opts, from: from, next: from}
+	r.ahead, _ = r.ask(opts.Batch, opts.MaxBytes) // on failure, the first Read asks again
+	return r, nil
 }
 
 // Next is the stream sequence the reader's next Read starts at or after.
@@ -66,37 +102,59 @@ type pullRequest struct {
 // order, and is to be closed and replaced.
 var ErrReaderGap = errors.New("subject reader: a delivery is missing")
 
-// Read reads up to batch messages (and up to maxBytes of them, 0 for no
-// bound) of what is stored now and calls fn for each, in sequence order,
-// like GetBatch: each message carries the Nats-Sequence and Nats-Subject
-// headers a direct get would. A read that reaches the end of the subject
-// has Pending 0. A message larger than maxBytes is read alone.
-func (r *SubjectReader) Read(ctx context.Context, batch, maxBytes int, fn func(*nats.Msg) error) (BatchResult, error) {
+// Read reads the next batch of what is stored now and calls fn for each
+// message, in sequence order, like GetBatch: each message carries the
+// Nats-Sequence and Nats-Subject headers a direct get would. A read that
+// reaches the end of the subject has Pending 0. After an error the reader
+// is to be closed: its position is no longer known.
+func (r *SubjectReader) Read(ctx context.Context, fn func(*nats.Msg) error) (BatchResult, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	res, tooBig, err := r.pull(ctx, max(batch, 1), maxBytes, fn)
-	if err == nil && tooBig && res.Count == 0 {
-		res, _, err = r.pull(ctx, 1, 0, fn)
+	for {
+		rep := r.ahead
+		r.ahead = nil
+		res, tooBig, err := r.pull(ctx, rep, r.opts.Batch, r.opts.MaxBytes, fn)
+		if err == nil && tooBig && res.Count == 0 {
+			res, _, err = r.pull(ctx, nil, 1, 0, fn)
+		}
+		if err == nil && res.Pending > 0 {
+			r.ahead, _ = r.ask(r.opts.Batch, r.opts.MaxBytes) // on failure, the next Read asks again
+		}
+		if err != nil || res.Count > 0 || res.Pending == 0 {
+			return res, err
+		}
+		// All passed over (before from): never an empty read with more
+		// pending.
 	}
-	return res, err
 }
 
-// pull makes one pull request; tooBig reports that it ended on a message
-// larger than what was left of maxBytes.
-func (r *SubjectReader) pull(ctx context.Context, batch, maxBytes int, fn func(*nats.Msg) error) (res BatchResult, tooBig bool, err error) {
+// ask makes a pull request for up to batch messages and maxBytes.
+func (r *SubjectReader) ask(batch, maxBytes int) (*replies, error) {
 	body, err := json.Marshal(pullRequest{Batch: batch, MaxBytes: maxBytes, NoWait: true})
 	if err != nil {
-		return res, false, err
+		return nil, err
 	}
-	replies, err := request(r.nc, "$JS.API.CONSUMER.MSG.NEXT."+r.stream+"."+r.name, body, batch)
+	rep, err := request(r.nc, "$JS.API.CONSUMER.MSG.NEXT."+r.stream+"."+r.name, body, batch)
 	if err != nil {
-		return res, false, fmt.Errorf("read %s: %w", r.subject, err)
+		return nil, fmt.Errorf("read %s: %w", r.subject, err)
+	}
+	return rep, nil
+}
+
+// pull reads the answer to a pull request for up to batch messages and
+// maxBytes, made now when replies is nil; tooBig reports that it ended on
+// a message larger than what was left of maxBytes.
+func (r *SubjectReader) pull(ctx context.Context, replies *replies, batch, maxBytes int, fn func(*nats.Msg) error) (res BatchResult, tooBig bool, err error) {
+	if replies == nil {
+		if replies, err = r.ask(batch, maxBytes); err != nil {
+			return res, false, err
+		}
 	}
 	defer replies.stop()
-	left := maxBytes
+	left, got := maxBytes, 0
 	for {
 		m, err := replies.next(ctx)
 		if err != nil {
@@ -127,23 +185,26 @@ func (r *SubjectReader) pull(ctx context.Context, batch, maxBytes int, fn func(*
 			return res, false, ErrReaderGap
 		}
 		r.consumed++
-		r.next = md.Sequence.Stream + 1
-		if m.Header == nil {
-			m.Header = nats.Header{}
-		}
-		m.Header[HdrSequence] = []string{strconv.FormatUint(md.Sequence.Stream, 10)}
-		m.Header[HdrSubject] = []string{m.Subject}
-		res.Count++
-		res.Last = md.Sequence.Stream
+		got++
 		res.Pending = md.NumPending
 		// The server counts a message's bytes as its subject, reply,
 		// headers and data (Msg.Size): when they use up the request's
 		// bound exactly, it ends the request without a word.
 		left -= m.Size()
-		if err := fn(m); err != nil {
-			return res, false, err
+		if md.Sequence.Stream >= r.from {
+			r.next = md.Sequence.Stream + 1
+			if m.Header == nil {
+				m.Header = nats.Header{}
+			}
+			m.Header[HdrSequence] = []string{strconv.FormatUint(md.Sequence.Stream, 10)}
+			m.Header[HdrSubject] = []string{m.Subject}
+			res.Count++
+			res.Last = md.Sequence.Stream
+			if err := fn(m); err != nil {
+				return res, false, err
+			}
 		}
-		if res.Count == batch || md.NumPending == 0 || (maxBytes > 0 && left <= 0) {
+		if got == batch || md.NumPending == 0 || (maxBytes > 0 && left <= 0) {
 			return res, false, nil
 		}
 	}
@@ -152,6 +213,10 @@ func (r *SubjectReader) pull(ctx context.Context, batch, maxBytes int, fn func(*
 // Close removes the reader's consumer. A reader that is not closed is
 // removed by the server a minute after its last read.
 func (r *SubjectReader) Close(ctx context.Context) error {
+	if r.ahead != nil {
+		r.ahead.stop()
+		r.ahead = nil
+	}
 	if err := r.js.DeleteConsumer(ctx, r.stream, r.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("read %s on %s: remove its consumer: %w", r.subject, r.stream, err)
 	}
