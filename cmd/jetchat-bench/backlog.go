@@ -24,6 +24,9 @@ type backlogResult struct {
 	AfterFill     serverStats `json:"server_after_fill"`
 	GrowthPerUser float64     `json:"rss_growth_bytes_per_offline_user"`
 	CatchUp       latency     `json:"catch_up"`
+	FirstMessage  latency     `json:"first_message"`
+	NodeCPUUS     float64     `json:"node_cpu_us_per_catch_up"`
+	ToolCPUUS     float64     `json:"tool_cpu_us_per_catch_up"`
 	Measured      int         `json:"users_caught_up"`
 	Lost          int64       `json:"lost"`
 }
@@ -121,8 +124,9 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		n = *users
 	}
 	fmt.Fprintf(stderr, "backlog: filled in %s; connecting %d users one at a time\n", fill.Truncate(time.Millisecond), n)
-	var h hist
+	var h, first hist
 	var lost int64
+	cpu := startCPU(ctx, c.nodes())
 	for i := 0; i < n; i++ {
 		tok, _ := tokens(names[i], "bench")
 		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -140,6 +144,9 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				break
 			}
 			if f.Message != nil {
+				if got == 0 {
+					first.add(time.Since(hello))
+				}
 				got++
 				ids = append(ids, f.Message.ID)
 			}
@@ -154,16 +161,20 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		conn.Close()
 		cancel()
 	}
+	cpu.stop(ctx)
 	res := backlogResult{
 		Scenario: "backlog", Users: *users, Messages: *msgs, Fill: *order, FillSeconds: fill.Seconds(),
 		Before: before, AfterFill: after, GrowthPerUser: (after.RSS - before.RSS) / float64(*users),
-		CatchUp: h.summary(), Measured: n, Lost: lost,
+		CatchUp: h.summary(), FirstMessage: first.summary(), Measured: n, Lost: lost,
 	}
+	res.NodeCPUUS, res.ToolCPUUS = cpu.perUnit(int64(n))
 	report(stdout, c.jsonOut, res, [][2]string{
 		{"scenario", fmt.Sprintf("backlog: %d offline users × %d waiting messages", *users, *msgs)},
 		{"fill", fmt.Sprintf("%s, %s (%.0f msg/s)", *order, fill.Truncate(time.Millisecond), float64(total)/fill.Seconds())},
 		{"server RSS", fmt.Sprintf("%s → %s after fill: %.0f B per offline user", mib(before.RSS), mib(after.RSS), res.GrowthPerUser)},
 		{"catch-up (hello → all delivered)", fmtLat(res.CatchUp)},
+		{"hello → first message", fmtLat(res.FirstMessage)},
+		{"CPU per catch-up (its connect, acks and close too)", fmtCPU(res.NodeCPUUS, res.ToolCPUUS)},
 		{"lost", fmt.Sprint(lost)},
 	})
 	if lost > 0 {
