@@ -261,17 +261,20 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 		return nil
 	}
 	ctx, cfg := d.svc.ctx, d.svc.cfg
-	fn := func(m *nats.Msg) error {
-		r, err := decodeRecord(m, false)
+	keep := func(r *record, err error, m *nats.Msg, seq uint64) error {
 		if err != nil {
 			d.svc.log.Warn("skipping undecodable record", "user_id", d.user.id, "err", err)
 			// No frames: passed over, but counted as read.
-			r = &record{seq: natsx.Seq(m), subject: m.Header.Get(natsx.HdrSubject), group: m.Header.Get(HdrGroup)}
+			r = &record{seq: seq, subject: st.subject, group: m.Header.Get(HdrGroup)}
 		}
 		if st.until == 0 || r.seq < st.until {
 			st.recs = append(st.recs, r)
 		}
 		return nil
+	}
+	fn := func(m *nats.Msg) error {
+		r, err := decodeRecord(m, false)
+		return keep(r, err, m, natsx.Seq(m))
 	}
 	if r := reads.reader(ctx, d.svc, st.subject); r != nil && r.Next() != st.from {
 		reads.drop(d.svc, st.subject) // the round stopped short of its end
@@ -279,7 +282,10 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 	var res natsx.BatchResult
 	if r := reads.readers[st.subject]; r != nil {
 		var err error
-		if res, err = r.Read(ctx, fn); err != nil {
+		if res, err = r.Read(ctx, func(m *nats.Msg, seq uint64) error {
+			rec, err := decodeStored(m, seq, m.Subject)
+			return keep(rec, err, m, seq)
+		}); err != nil {
 			reads.drop(d.svc, st.subject) // the next round reads on with direct gets
 			return err
 		}

@@ -197,18 +197,26 @@ type record struct {
 // into a record. live says whether Nats-Last-Sequence is the per-subject
 // previous sequence (republish) rather than a batch position (direct get).
 func decodeRecord(m *nats.Msg, live bool) (*record, error) {
-	h := m.Header
 	seq := natsx.Seq(m)
 	if seq == 0 {
 		return nil, fmt.Errorf("record without sequence on %s", m.Subject)
 	}
-	r := &record{seq: seq, kind: h.Get(HdrKind), from: h.Get(HdrFrom), to: h.Get(HdrTo), device: h.Get(HdrDevice), group: h.Get(HdrGroup)}
-	if live {
-		r.last, _ = strconv.ParseUint(h.Get(natsx.HdrLastSequence), 10, 64)
-		r.subject = "chat." + strings.TrimPrefix(m.Subject, "live.")
-	} else {
-		r.subject = h.Get(natsx.HdrSubject)
+	if !live {
+		return decodeStored(m, seq, m.Header.Get(natsx.HdrSubject))
 	}
+	r, err := decodeStored(m, seq, "chat."+strings.TrimPrefix(m.Subject, "live."))
+	if err != nil {
+		return nil, err
+	}
+	r.last, _ = strconv.ParseUint(m.Header.Get(natsx.HdrLastSequence), 10, 64)
+	return r, nil
+}
+
+// decodeStored turns the stored message with sequence seq on subject into
+// a record.
+func decodeStored(m *nats.Msg, seq uint64, subject string) (*record, error) {
+	h := m.Header
+	r := &record{seq: seq, subject: subject, kind: h.Get(HdrKind), from: h.Get(HdrFrom), to: h.Get(HdrTo), device: h.Get(HdrDevice), group: h.Get(HdrGroup)}
 	r.ts, _ = strconv.ParseInt(h.Get(HdrTS), 10, 64)
 	r.idSeq = seq
 	switch r.kind {

@@ -46,7 +46,7 @@ func BenchmarkRead1000(b *testing.B) {
 					b.Fatal(err)
 				}
 				for n := 0; n < 1000; {
-					res, err := r.Read(ctx, func(*nats.Msg) error { return nil })
+					res, err := r.Read(ctx, func(*nats.Msg, uint64) error { return nil })
 					if err != nil || res.Count == 0 {
 						b.Fatalf("read %d: %+v %v", n, res, err)
 					}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -103,11 +102,14 @@ type pullRequest struct {
 var ErrReaderGap = errors.New("subject reader: a delivery is missing")
 
 // Read reads the next batch of what is stored now and calls fn for each
-// message, in sequence order, like GetBatch: each message carries the
-// Nats-Sequence and Nats-Subject headers a direct get would. A read that
-// reaches the end of the subject has Pending 0. After an error the reader
-// is to be closed: its position is no longer known.
-func (r *SubjectReader) Read(ctx context.Context, fn func(*nats.Msg) error) (BatchResult, error) {
+// message with its stream sequence, in sequence order. A message is as
+// the consumer delivers it: its Subject is the one it was stored on, and
+// its headers are the stored ones (a direct get's are not added: a
+// record's few headers then stay within the smallest map nats.go can make
+// for them, which a read of many records allocates far less for). A read
+// that reaches the end of the subject has Pending 0. After an error the
+// reader is to be closed: its position is no longer known.
+func (r *SubjectReader) Read(ctx context.Context, fn func(m *nats.Msg, seq uint64) error) (BatchResult, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
@@ -147,7 +149,7 @@ func (r *SubjectReader) ask(batch, maxBytes int) (*replies, error) {
 // pull reads the answer to a pull request for up to batch messages and
 // maxBytes, made now when replies is nil; tooBig reports that it ended on
 // a message larger than what was left of maxBytes.
-func (r *SubjectReader) pull(ctx context.Context, replies *replies, batch, maxBytes int, fn func(*nats.Msg) error) (res BatchResult, tooBig bool, err error) {
+func (r *SubjectReader) pull(ctx context.Context, replies *replies, batch, maxBytes int, fn func(*nats.Msg, uint64) error) (res BatchResult, tooBig bool, err error) {
 	if replies == nil {
 		if replies, err = r.ask(batch, maxBytes); err != nil {
 			return res, false, err
@@ -193,14 +195,9 @@ func (r *SubjectReader) pull(ctx context.Context, replies *replies, batch, maxBy
 		left -= m.Size()
 		if md.Sequence.Stream >= r.from {
 			r.next = md.Sequence.Stream + 1
-			if m.Header == nil {
-				m.Header = nats.Header{}
-			}
-			m.Header[HdrSequence] = []string{strconv.FormatUint(md.Sequence.Stream, 10)}
-			m.Header[HdrSubject] = []string{m.Subject}
 			res.Count++
 			res.Last = md.Sequence.Stream
-			if err := fn(m); err != nil {
+			if err := fn(m, md.Sequence.Stream); err != nil {
 				return res, false, err
 			}
 		}

@@ -20,11 +20,11 @@ func readOnce(t *testing.T, r *natsx.SubjectReader) ([]string, natsx.BatchResult
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var got []string
-	res, err := r.Read(ctx, func(m *nats.Msg) error {
-		if m.Header.Get(natsx.HdrSubject) != m.Subject || natsx.Seq(m) == 0 {
-			t.Errorf("message %q has subject %q, sequence %q", m.Data, m.Header.Get(natsx.HdrSubject), m.Header.Get(natsx.HdrSequence))
+	res, err := r.Read(ctx, func(m *nats.Msg, seq uint64) error {
+		if m.Subject != natsx.Inbox("bob") || seq == 0 {
+			t.Errorf("message %q has subject %q, sequence %d", m.Data, m.Subject, seq)
 		}
-		got = append(got, fmt.Sprintf("%s@%d", m.Data, natsx.Seq(m)))
+		got = append(got, fmt.Sprintf("%s@%d", m.Data, seq))
 		return nil
 	})
 	if err != nil {
@@ -137,7 +137,7 @@ func TestSubjectReaderBytesBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	three, size := 0, 0
-	if _, err := r.Read(ctx, func(m *nats.Msg) error { three += m.Size(); size = m.Size(); return nil }); err != nil || size == 0 {
+	if _, err := r.Read(ctx, func(m *nats.Msg, _ uint64) error { three += m.Size(); size = m.Size(); return nil }); err != nil || size == 0 {
 		t.Fatalf("read 3: %v", err)
 	}
 	r.Close(ctx)
