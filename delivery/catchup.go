@@ -196,7 +196,7 @@ func (c *catchUpReads) startReader(d *Device, subject string, start, from uint64
 
 // reader returns subject's reader, waiting for it if it is being made,
 // or nil.
-func (c *catchUpReads) reader(ctx context.Context, svc *Service, subject string) *natsx.SubjectReader {
+func (c *catchUpReads) reader(ctx context.Context, subject string) *natsx.SubjectReader {
 	if ch := c.making[subject]; ch != nil {
 		select {
 		case r := <-ch:
@@ -233,6 +233,7 @@ func (c *catchUpReads) drop(svc *Service, subject string) {
 	}
 }
 
+// closeReader removes r's consumer, or leaves it to the server.
 func closeReader(svc *Service, r *natsx.SubjectReader) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(svc.ctx), 5*time.Second)
 	defer cancel()
@@ -276,7 +277,7 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 		r, err := decodeRecord(m, false)
 		return keep(r, err, m, natsx.Seq(m))
 	}
-	if r := reads.reader(ctx, d.svc, st.subject); r != nil && r.Next() != st.from {
+	if r := reads.reader(ctx, st.subject); r != nil && r.Next() != st.from {
 		reads.drop(d.svc, st.subject) // the round stopped short of its end
 	}
 	var res natsx.BatchResult
