@@ -133,11 +133,18 @@ type userState struct {
 	// once each think the other one made the receipt.
 	accounted uint64
 	// receipted holds the messages (id sequence → record sequence) with a
-	// delivered or read receipt above every accounted floor. Pruned as the
-	// floors move.
-	receipted map[uint64]uint64
-	read      map[uint64]struct{} // recent read receipts
-	readOrder []uint64            // read's entries, oldest first
+	// delivered or read receipt above every accounted floor, or made for a
+	// late record (which another device's ack may still bring below the
+	// floors). receiptOrder holds the others in the order they were made:
+	// as acks arrive, the floors pass the oldest first, which are
+	// forgotten from its front (forgetCoveredLocked), so a device acking
+	// in order keeps only its latest acks here. The rest are pruned when
+	// the record is stored.
+	receipted    map[uint64]uint64
+	receiptOrder []receiptMark // from receiptHead on
+	receiptHead  int
+	read         map[uint64]struct{} // recent read receipts
+	readOrder    []uint64            // read's entries, oldest first
 }
 
 func newUserState(s *Service, id string) *userState {
@@ -348,11 +355,12 @@ func (u *userState) delivered(floor uint64, acks []ack) {
 		if _, done := u.receipted[a.id]; done {
 			continue
 		}
-		u.rememberReceipt(a.id, a.seq)
+		u.rememberReceipt(a.id, a.seq, a.late)
 		u.svc.receipts.add(a.from, receiptItem{Msg: MessageID(a.id), Status: wire.StatusDelivered, By: u.id, TS: now})
 		u.svc.m.MessagesDelivered.Inc()
 	}
 	u.accounted = max(u.accounted, floor)
+	u.forgetCoveredLocked()
 }
 
 // readBy produces a read receipt for a message the user received, once.
@@ -374,30 +382,57 @@ func (u *userState) readBy(seq uint64, from string) bool {
 	}
 	u.read[seq] = struct{}{}
 	u.readOrder = append(u.readOrder, seq)
-	u.rememberReceipt(seq, seq) // read implies delivered
+	u.rememberReceipt(seq, seq, false) // read implies delivered
 	u.svc.receipts.add(from, receiptItem{Msg: MessageID(seq), Status: wire.StatusRead, By: u.id, TS: now})
 	u.svc.m.MessagesRead.Inc()
 	return true
 }
 
+// receiptMark is an entry of receipted, in receiptOrder.
+type receiptMark struct{ id, seq uint64 }
+
 // rememberReceipt notes a receipt for the message with id sequence id,
 // stored at record sequence seq (made on first use: most online users
-// produce none). When full it forgets an arbitrary entry: at worst a
-// receipt is produced twice, which clients tolerate.
-func (u *userState) rememberReceipt(id, seq uint64) {
+// produce none); late says it was made for a late record. When full it
+// forgets the oldest entry, or an arbitrary one: at worst a receipt is
+// produced twice, which clients tolerate.
+func (u *userState) rememberReceipt(id, seq uint64, late bool) {
 	if u.receipted == nil {
 		u.receipted = map[uint64]uint64{}
 	}
 	if len(u.receipted) >= maxReceipted {
-		for k := range u.receipted {
-			delete(u.receipted, k)
-			break
+		if u.receiptHead < len(u.receiptOrder) {
+			delete(u.receipted, u.receiptOrder[u.receiptHead].id)
+			u.receiptHead++
+		} else {
+			for k := range u.receipted {
+				delete(u.receipted, k)
+				break
+			}
 		}
 	}
 	u.receipted[id] = seq
+	if !late {
+		if u.receiptHead > 0 && u.receiptHead >= len(u.receiptOrder)/2 {
+			// Move the entries left to the front of the array, which
+			// appends then reuse.
+			n := copy(u.receiptOrder, u.receiptOrder[u.receiptHead:])
+			u.receiptOrder, u.receiptHead = u.receiptOrder[:n], 0
+		}
+		u.receiptOrder = append(u.receiptOrder, receiptMark{id, seq})
+	}
 }
 
-// pruneLocked forgets the receipts that the devices' floors now cover.
+// forgetCoveredLocked forgets, oldest first, the receipts that the
+// accounted floor now covers, up to the first one it does not.
+func (u *userState) forgetCoveredLocked() {
+	for u.receiptHead < len(u.receiptOrder) && u.receiptOrder[u.receiptHead].seq <= u.accounted {
+		delete(u.receipted, u.receiptOrder[u.receiptHead].id)
+		u.receiptHead++
+	}
+}
+
+// pruneLocked forgets all the receipts that the devices' floors now cover.
 func (u *userState) pruneLocked() {
 	if len(u.receipted) == 0 {
 		return
@@ -408,8 +443,15 @@ func (u *userState) pruneLocked() {
 			delete(u.receipted, id)
 		}
 	}
+	keep := u.receiptOrder[:0]
+	for _, e := range u.receiptOrder[u.receiptHead:] {
+		if e.seq > covered {
+			keep = append(keep, e)
+		}
+	}
+	u.receiptOrder, u.receiptHead = keep, 0
 	if len(u.receipted) == 0 {
-		u.receipted = nil
+		u.receipted, u.receiptOrder = nil, nil
 	}
 }
 

@@ -3,6 +3,9 @@ package delivery
 import (
 	"encoding/json"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // The device record keeps its stored form, a JSON object by device id,
@@ -48,5 +51,30 @@ func TestDeviceRecordJSON(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"v":1,"devices":[1]}`), &r); err == nil {
 		t.Error("devices as an array: no error")
+	}
+}
+
+// TestReceiptsForgottenAsTheFloorPasses: a device acking in order keeps no
+// memory of the receipts its floor has passed, long before its record is
+// stored (which prunes the rest), and each message still gets its one
+// delivered receipt.
+func TestReceiptsForgottenAsTheFloorPasses(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newService(t, Config{CursorFlush: time.Hour})
+	const n = 50
+	d, sink := connectBobWithMessages(t, s, n)
+	ids := sink.ids(t, n)
+	for i := 0; i < n; i += 10 {
+		d.Ack(ids[i : i+10])
+		d.user.mu.Lock()
+		left := len(d.user.receipted)
+		d.user.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("%d receipts remembered after in-order acks up to %d, want none", left, i+10)
+		}
+	}
+	d.Ack(ids[:10]) // again: no second receipt
+	if got := testutil.ToFloat64(s.m.MessagesDelivered); got != n {
+		t.Errorf("%v delivered receipts, want %d", got, n)
 	}
 }
