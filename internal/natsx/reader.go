@@ -179,29 +179,29 @@ func (r *SubjectReader) pull(ctx context.Context, replies *replies, batch, maxBy
 			}
 			return res, false, fmt.Errorf("read %s on %s: status %s %s", r.subject, r.stream, m.Header.Get(hdrStatus), m.Header.Get("Description"))
 		}
-		md, err := m.Metadata()
-		if err != nil {
-			return res, false, fmt.Errorf("read %s on %s: %w", r.subject, r.stream, err)
+		md, ok := parseAckReply(m.Reply)
+		if !ok {
+			return res, false, fmt.Errorf("read %s on %s: a delivery with reply subject %q", r.subject, r.stream, m.Reply)
 		}
-		if md.Sequence.Consumer != r.consumed+1 {
+		if md.consumerSeq != r.consumed+1 {
 			return res, false, ErrReaderGap
 		}
 		r.consumed++
 		got++
-		res.Pending = md.NumPending
+		res.Pending = md.pending
 		// The server counts a message's bytes as its subject, reply,
 		// headers and data (Msg.Size): when they use up the request's
 		// bound exactly, it ends the request without a word.
 		left -= m.Size()
-		if md.Sequence.Stream >= r.from {
-			r.next = md.Sequence.Stream + 1
+		if md.streamSeq >= r.from {
+			r.next = md.streamSeq + 1
 			res.Count++
-			res.Last = md.Sequence.Stream
-			if err := fn(m, md.Sequence.Stream); err != nil {
+			res.Last = md.streamSeq
+			if err := fn(m, md.streamSeq); err != nil {
 				return res, false, err
 			}
 		}
-		if got == batch || md.NumPending == 0 || (maxBytes > 0 && left <= 0) {
+		if got == batch || md.pending == 0 || (maxBytes > 0 && left <= 0) {
 			return res, false, nil
 		}
 	}
@@ -218,4 +218,64 @@ func (r *SubjectReader) Close(ctx context.Context) error {
 		return fmt.Errorf("read %s on %s: remove its consumer: %w", r.subject, r.stream, err)
 	}
 	return nil
+}
+
+// ackMeta is what a reader needs of a delivery's reply subject.
+type ackMeta struct {
+	streamSeq, consumerSeq, pending uint64
+}
+
+// parseAckReply reads a consumer delivery's reply subject without the
+// allocations of nats.Msg.Metadata (two a message): in the original form
+// $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>,
+// and in the form with a domain and an account hash,
+// $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>.<token>
+// (and possibly more tokens after).
+func parseAckReply(reply string) (ackMeta, bool) {
+	const prefix = "$JS.ACK."
+	if len(reply) < len(prefix) || reply[:len(prefix)] != prefix {
+		return ackMeta{}, false
+	}
+	var tok [12]string
+	n, start := 0, 0
+	for i := 0; i <= len(reply); i++ {
+		if i == len(reply) || reply[i] == '.' {
+			if n == len(tok) {
+				n++
+				break
+			}
+			tok[n] = reply[start:i]
+			n++
+			start = i + 1
+		}
+	}
+	var first int // the token of the delivered count
+	switch {
+	case n == 9:
+		first = 4
+	case n >= 12:
+		first = 6
+	default:
+		return ackMeta{}, false
+	}
+	sseq, ok1 := parseUint(tok[first+1])
+	cseq, ok2 := parseUint(tok[first+2])
+	pending, ok3 := parseUint(tok[first+4])
+	return ackMeta{streamSeq: sseq, consumerSeq: cseq, pending: pending}, ok1 && ok2 && ok3
+}
+
+// parseUint reads a decimal number of up to 19 digits.
+func parseUint(s string) (uint64, bool) {
+	if len(s) == 0 || len(s) > 19 {
+		return 0, false
+	}
+	var v uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v, true
 }
