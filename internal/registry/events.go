@@ -59,19 +59,24 @@ func (r *Registry) Subscribe() (<-chan Event, func()) {
 	}
 }
 
-// publish queues evs for every subscriber.
-func (r *Registry) publish(evs []Event) {
+// pushLocked queues evs for every subscriber, with r.mu held by the change
+// of the live set that made them: a Subscribe, which takes r.mu too, comes
+// either before that change (and gets its events) or after it (and sees
+// its result in State and Live instead).
+func (r *Registry) pushLocked(evs []Event) {
 	if len(evs) == 0 {
 		return
 	}
+	for s := range r.subs {
+		s.push(evs)
+	}
+}
+
+// logEvents logs the changes of the live set.
+func (r *Registry) logEvents(evs []Event) {
 	for _, ev := range evs {
 		r.log.Info("gateway "+ev.Kind.String(), "id", ev.Gateway.ID, "url", ev.Gateway.URL,
 			"started", ev.Gateway.Started, "heartbeat", ev.Gateway.Heartbeat, "expired", ev.Expired)
-	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	for s := range r.subs {
-		s.push(evs)
 	}
 }
 

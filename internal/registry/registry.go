@@ -304,7 +304,7 @@ func (r *Registry) Run(ctx context.Context) error {
 			if seen != nil {
 				seen[e.Key()] = true
 			}
-			r.publish(r.apply(e))
+			r.apply(e)
 		}
 	}
 }
@@ -402,14 +402,23 @@ func (r *Registry) beat(ctx context.Context, stopped bool) error {
 
 // apply updates the live set with one watched entry and returns the
 // resulting events.
-func (r *Registry) apply(e jetstream.KeyValueEntry) []Event {
+func (r *Registry) apply(e jetstream.KeyValueEntry) {
 	inc, ok := parseKey(e.Key())
 	if !ok {
 		r.log.Warn("ignoring a registry key that names no gateway incarnation", "key", e.Key())
-		return nil
+		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	evs := r.applyLocked(e, inc)
+	// Queued under the lock that changed the live set: a subscriber gets
+	// the events of exactly the changes made after it subscribed.
+	r.pushLocked(evs)
+	r.mu.Unlock()
+	r.logEvents(evs)
+}
+
+// applyLocked is apply's change of the live set, with r.mu held.
+func (r *Registry) applyLocked(e jetstream.KeyValueEntry, inc incarnation) []Event {
 	cur, live := r.live[inc.id]
 	isCur := live && incOf(cur) == inc
 	if e.Operation() != jetstream.KeyValuePut {
@@ -476,8 +485,9 @@ func (r *Registry) loaded(seen map[string]bool) {
 			evs = append(evs, Event{Kind: Left, Gateway: g, Expired: true})
 		}
 	}
+	r.pushLocked(evs)
 	r.mu.Unlock()
-	r.publish(evs)
+	r.logEvents(evs)
 	r.readyOnce.Do(func() { close(r.ready) })
 }
 
