@@ -156,6 +156,7 @@ type catchUpReads struct {
 	read    map[string]bool                      // subjects read once already
 }
 
+// newCatchUpReads returns a catch-up's empty record of its reads.
 func newCatchUpReads() *catchUpReads {
 	return &catchUpReads{
 		readers: map[string]*natsx.SubjectReader{},
@@ -262,7 +263,8 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 		return nil
 	}
 	ctx, cfg := d.svc.ctx, d.svc.cfg
-	keep := func(r *record, err error, m *nats.Msg, seq uint64) error {
+	add := func(m *nats.Msg, seq uint64) error {
+		r, err := decodeStored(m, seq, st.subject)
 		if err != nil {
 			d.svc.log.Warn("skipping undecodable record", "user_id", d.user.id, "err", err)
 			// No frames: passed over, but counted as read.
@@ -273,20 +275,13 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 		}
 		return nil
 	}
-	fn := func(m *nats.Msg) error {
-		r, err := decodeRecord(m, false)
-		return keep(r, err, m, natsx.Seq(m))
-	}
 	if r := reads.reader(ctx, st.subject); r != nil && r.Next() != st.from {
 		reads.drop(d.svc, st.subject) // the round stopped short of its end
 	}
 	var res natsx.BatchResult
 	if r := reads.readers[st.subject]; r != nil {
 		var err error
-		if res, err = r.Read(ctx, func(m *nats.Msg, seq uint64) error {
-			rec, err := decodeStored(m, seq, m.Subject)
-			return keep(rec, err, m, seq)
-		}); err != nil {
+		if res, err = r.Read(ctx, add); err != nil {
 			reads.drop(d.svc, st.subject) // the next round reads on with direct gets
 			return err
 		}
@@ -298,7 +293,7 @@ func (d *Device) readBatch(st *readState, reads *catchUpReads) error {
 		var err error
 		res, err = natsx.GetBatch(ctx, d.svc.nc, natsx.StreamMsgs, natsx.BatchRequest{
 			Subject: st.subject, Seq: st.from, Batch: batch, MaxBytes: readBytes,
-		}, fn)
+		}, func(m *nats.Msg) error { return add(m, natsx.Seq(m)) })
 		if err != nil {
 			return err
 		}

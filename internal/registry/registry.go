@@ -400,8 +400,8 @@ func (r *Registry) beat(ctx context.Context, stopped bool) error {
 	return err
 }
 
-// apply updates the live set with one watched entry and returns the
-// resulting events.
+// apply updates the live set with one watched entry and queues the
+// resulting events for the subscribers.
 func (r *Registry) apply(e jetstream.KeyValueEntry) {
 	inc, ok := parseKey(e.Key())
 	if !ok {
