@@ -101,7 +101,9 @@ type pullRequest struct {
 // order, and is to be closed and replaced.
 var ErrReaderGap = errors.New("subject reader: a delivery is missing")
 
-// Read reads the next batch of what is stored now and calls fn for each
+// Read reads the next batch of what is stored now (as the consumer has
+// seen it: a message stored a moment ago may come only with the next
+// read, as its live copy is what tells a catch-up) and calls fn for each
 // message with its stream sequence, in sequence order. A message is as
 // the consumer delivers it: its Subject is the one it was stored on, and
 // its headers are the stored ones (a direct get's are not added: a
