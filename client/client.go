@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,12 +28,14 @@ import (
 
 // Frame types of the protocol.
 type (
-	Hello      = wire.Hello
-	Message    = wire.Message
-	Receipt    = wire.Receipt
-	Typing     = wire.Typing
-	Presence   = wire.Presence
-	ErrorFrame = wire.ErrorFrame
+	Hello       = wire.Hello
+	Message     = wire.Message
+	Receipt     = wire.Receipt
+	Receipts    = wire.Receipts
+	ReceiptItem = wire.ReceiptItem
+	Typing      = wire.Typing
+	Presence    = wire.Presence
+	ErrorFrame  = wire.ErrorFrame
 )
 
 // Frame is one frame from the server other than the answers to Send.
@@ -41,20 +44,36 @@ type Frame struct {
 	Raw      []byte
 	Message  *Message
 	Receipt  *Receipt
+	Receipts *Receipts // a batch of receipts (Options.BatchReceipts)
 	Typing   *Typing
 	Presence *Presence
 	Error    *ErrorFrame
 }
 
-// ID is the id to ack for a message or receipt frame, or "".
+// ID is the id to ack for a message, receipt or receipts frame, or "".
 func (f *Frame) ID() string {
 	switch {
 	case f.Message != nil:
 		return f.Message.ID
 	case f.Receipt != nil:
 		return f.Receipt.ID
+	case f.Receipts != nil:
+		return f.Receipts.ID
 	}
 	return ""
+}
+
+// ReceiptItems are the receipts of a receipt frame (one) or of a receipts
+// frame (its items), or nil for any other frame. Either is acked by ID.
+func (f *Frame) ReceiptItems() []ReceiptItem {
+	switch {
+	case f.Receipt != nil:
+		r := f.Receipt
+		return []ReceiptItem{{Msg: r.Msg, Status: r.Status, By: r.By, TS: r.TS}}
+	case f.Receipts != nil:
+		return f.Receipts.Items
+	}
+	return nil
 }
 
 // Sent is the answer to a send.
@@ -120,10 +139,33 @@ type Result struct {
 	Err  error
 }
 
+// Options are what a session asks for when it opens.
+type Options struct {
+	// BatchReceipts asks for receipts in batches (?receipts=batch): each
+	// batch of receipts the server stored together comes as one receipts
+	// frame (Frame.Receipts), acked by its one id.
+	BatchReceipts bool
+}
+
 // Dial opens a session at url (ws://host:port/v1/ws) with token and waits
 // for the hello frame. A refused upgrade returns an *Error with the HTTP
 // status and the server's error code.
 func Dial(ctx context.Context, url, token string) (*Conn, error) {
+	return DialWith(ctx, url, token, Options{})
+}
+
+// DialWith is Dial with options.
+func DialWith(ctx context.Context, url, token string, o Options) (*Conn, error) {
+	if o.BatchReceipts {
+		u, err := neturl.Parse(url)
+		if err != nil {
+			return nil, fmt.Errorf("jetchat: dial %s: %w", url, err)
+		}
+		q := u.Query()
+		q.Set("receipts", wire.ReceiptsBatch)
+		u.RawQuery = q.Encode()
+		url = u.String()
+	}
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
 	h := http.Header{}
 	if token != "" {
@@ -237,6 +279,8 @@ func (c *Conn) dispatch(data []byte) {
 		f.Message = &Message{Type: a.Type, ID: a.ID, From: a.From, To: a.To, Group: a.Group, Body: a.Body, Media: a.Media, TS: a.TS}
 	case wire.TypeReceipt:
 		f.Receipt = &Receipt{Type: a.Type, ID: a.ID, Msg: a.Msg, Status: a.Status, By: a.By, TS: a.TS}
+	case wire.TypeReceipts:
+		f.Receipts = &Receipts{Type: a.Type, ID: a.ID, Items: a.Items}
 	case wire.TypeTyping:
 		f.Typing = &Typing{Type: a.Type, From: a.From, To: a.To, Group: a.Group}
 	case wire.TypePresence:

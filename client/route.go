@@ -20,6 +20,11 @@ const maxMisdirected = 3
 // answer naming another owner, a few times at most. It returns Dial's
 // errors, or the route request's.
 func DialRoute(ctx context.Context, base, token string) (*Conn, error) {
+	return DialRouteWith(ctx, base, token, Options{})
+}
+
+// DialRouteWith is DialRoute with the session's options.
+func DialRouteWith(ctx context.Context, base, token string, o Options) (*Conn, error) {
 	api := &API{BaseURL: base, Token: token}
 	rt, err := api.Route(ctx)
 	if err != nil {
@@ -27,7 +32,7 @@ func DialRoute(ctx context.Context, base, token string) (*Conn, error) {
 	}
 	url := rt.URL
 	for i := 0; ; i++ {
-		c, err := Dial(ctx, url, token)
+		c, err := DialWith(ctx, url, token, o)
 		var e *Error
 		if err == nil || i == maxMisdirected || !errors.As(err, &e) || e.Status != http.StatusMisdirectedRequest || e.URL == "" {
 			return c, err

@@ -66,6 +66,8 @@ type Device struct {
 	user *userState
 	id   string
 	sink chat.Sink
+	// batch: the sink takes a receipts record as one receipts frame.
+	batch bool
 
 	mu       sync.Mutex
 	mode     mode
@@ -192,7 +194,11 @@ func (d *Device) pushLocked(src *source, r *record) pushResult {
 		d.pending = nil
 		return stopped
 	}
-	for _, f := range r.frames {
+	frames := r.frames
+	if d.batch && r.batch != nil {
+		frames = r.batch
+	}
+	for _, f := range frames {
 		if !d.sink.Deliver(f) {
 			d.svc.m.SlowClosed.Inc()
 			d.closeLocked(ErrSlowClient)
@@ -384,7 +390,9 @@ func (d *Device) Ack(ids []string) {
 		if s.done || p.receipt != (s.kind == KindReceipts) {
 			continue
 		}
-		if p.receipt {
+		if p.receipt && p.part >= 0 {
+			// One receipt of the record; its batch id (part -1) acks
+			// them all.
 			if p.part >= s.parts {
 				continue
 			}

@@ -256,7 +256,12 @@ func TestParseID(t *testing.T) {
 		{"m+1", parsedID{}, false},
 		{"m-1", parsedID{}, false},
 		{"r1-01", parsedID{}, false},
-		{"r1", parsedID{}, false},
+		{"r1", parsedID{receipt: true, seq: 1, part: -1}, true},
+		{"r0", parsedID{}, false},
+		{"r01", parsedID{}, false},
+		{"r+1", parsedID{}, false},
+		{"r", parsedID{}, false},
+		{"r1-", parsedID{}, false},
 		{"r-1", parsedID{}, false},
 		{"x5", parsedID{}, false},
 		{"m", parsedID{}, false},
@@ -271,6 +276,9 @@ func TestParseID(t *testing.T) {
 			back := MessageID(got.seq)
 			if got.receipt {
 				back = receiptID(got.seq, got.part)
+				if got.part < 0 {
+					back = batchID(got.seq)
+				}
 			}
 			if back != tt.in {
 				t.Errorf("id %q does not round-trip: %q", tt.in, back)

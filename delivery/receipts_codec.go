@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"encoding/json"
-	"strconv"
 
 	"github.com/jetchat/jetchat/internal/wire"
 )
@@ -15,23 +14,11 @@ import (
 
 // appendReceiptsBody appends the stored JSON of a receipts record.
 func appendReceiptsBody(dst []byte, items []receiptItem) []byte {
-	dst = append(dst, `{"type":"receipts","items":[`...)
-	for i, it := range items {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, `{"msg":`...)
-		dst = wire.AppendString(dst, it.Msg)
-		dst = append(dst, `,"status":`...)
-		dst = wire.AppendString(dst, it.Status)
-		dst = append(dst, `,"by":`...)
-		dst = wire.AppendString(dst, it.By)
-		dst = append(dst, `,"ts":`...)
-		dst = strconv.AppendInt(dst, it.TS, 10)
-		dst = append(dst, '}')
-	}
-	return append(dst, "]}"...)
+	return wire.AppendReceiptItems(append(dst, receiptsPrefix...), items)
 }
+
+// receiptsPrefix begins a receipts record as appendReceiptsBody writes it.
+const receiptsPrefix = `{"type":"receipts",`
 
 // decodeReceiptsBody reads the stored JSON of a receipts record.
 func decodeReceiptsBody(data []byte) (receiptsBody, error) {
@@ -47,7 +34,7 @@ func decodeReceiptsBody(data []byte) (receiptsBody, error) {
 // that need no unescaping; it reports false for anything else.
 func scanReceiptsBody(data []byte) (receiptsBody, bool) {
 	p := wire.NewScanner(data)
-	if !p.Lit(`{"type":"receipts","items":[`) {
+	if !p.Lit(receiptsPrefix + `"items":[`) {
 		return receiptsBody{}, false
 	}
 	b := receiptsBody{Type: "receipts", Items: []receiptItem{}}

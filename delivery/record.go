@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -83,14 +84,18 @@ func receiptID(seq uint64, i int) string {
 	return "r" + strconv.FormatUint(seq, 10) + "-" + strconv.Itoa(i)
 }
 
+// batchID is the id of the receipts record stored at seq as one receipts
+// frame: acking it acks all its parts.
+func batchID(seq uint64) string { return "r" + strconv.FormatUint(seq, 10) }
+
 // parsedID is a decoded message or receipt id.
 type parsedID struct {
 	receipt bool
 	seq     uint64
-	part    int
+	part    int // -1: the whole receipts record (a batch's id)
 }
 
-// parseID decodes "m<seq>" and "r<seq>-<part>".
+// parseID decodes "m<seq>", "r<seq>-<part>" and "r<seq>".
 func parseID(id string) (parsedID, bool) {
 	if len(id) < 2 {
 		return parsedID{}, false
@@ -104,7 +109,14 @@ func parseID(id string) (parsedID, bool) {
 		return parsedID{seq: seq}, true
 	case 'r':
 		s, p, ok := strings.Cut(id[1:], "-")
-		if !ok || s == "" || p == "" || s[0] == '0' || s[0] == '+' || p[0] == '+' || (len(p) > 1 && p[0] == '0') {
+		if !ok {
+			seq, err := strconv.ParseUint(s, 10, 64)
+			if err != nil || seq == 0 || s[0] == '0' || s[0] == '+' {
+				return parsedID{}, false
+			}
+			return parsedID{receipt: true, seq: seq, part: -1}, true
+		}
+		if s == "" || p == "" || s[0] == '0' || s[0] == '+' || p[0] == '+' || (len(p) > 1 && p[0] == '0') {
 			return parsedID{}, false
 		}
 		seq, err1 := strconv.ParseUint(s, 10, 64)
@@ -157,13 +169,9 @@ func appendMessage(dst []byte, id, from, to, group, body, media string, ts int64
 	return append(dst, '}')
 }
 
-// receiptItem is one receipt inside a receipts record.
-type receiptItem struct {
-	Msg    string `json:"msg"`
-	Status string `json:"status"`
-	By     string `json:"by"`
-	TS     int64  `json:"ts"`
-}
+// receiptItem is one receipt inside a receipts record: the items of the
+// stored record are those of the receipts frame.
+type receiptItem = wire.ReceiptItem
 
 // receiptsBody is the stored JSON of a receipts record: the receipts made
 // for one user's messages during one batching window, by any recipients.
@@ -191,6 +199,9 @@ type record struct {
 	// frames are what the record's recipients receive: one message frame,
 	// or one receipt frame per receipt.
 	frames [][]byte
+	// batch is, for a receipts record, the one receipts frame that carries
+	// them all, for sessions that take receipts in batches.
+	batch [][]byte
 }
 
 // decodeRecord turns a stored message (from a direct get or a republish)
@@ -250,17 +261,34 @@ func decodeStored(m *nats.Msg, seq uint64, subject string) (*record, error) {
 			return nil, fmt.Errorf("record %d: malformed membership notice", seq)
 		}
 	case KindReceipts:
-		b, err := decodeReceiptsBody(m.Data)
+		b, exact := scanReceiptsBody(m.Data)
+		var err error
+		if !exact {
+			b, err = decodeReceiptsBody(m.Data)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("record %d: malformed receipts: %w", seq, err)
 		}
-		if len(b.Items) > maxReceiptItems {
+		truncated := len(b.Items) > maxReceiptItems
+		if truncated {
 			b.Items = b.Items[:maxReceiptItems]
 		}
 		// One buffer for all the frames (each capped, so none grows into
-		// the next).
+		// the next), the batch first.
 		r.frames = make([][]byte, len(b.Items))
-		buf := make([]byte, 0, len(m.Data)+len(b.Items)*48)
+		buf := make([]byte, 0, 2*len(m.Data)+len(b.Items)*48+32)
+		if len(b.Items) > 0 {
+			id := batchID(seq)
+			if rest, ok := bytes.CutPrefix(m.Data, []byte(receiptsPrefix)); ok && exact && !truncated {
+				// The stored JSON is the frame but its id.
+				buf = append(buf, `{"type":"receipts","id":"`...)
+				buf = append(buf, id...)
+				buf = append(append(buf, `",`...), rest...)
+			} else {
+				buf = wire.AppendReceipts(buf, id, b.Items)
+			}
+			r.batch = [][]byte{buf[:len(buf):len(buf)]}
+		}
 		for i, it := range b.Items {
 			start := len(buf)
 			buf = wire.AppendReceipt(buf, receiptID(seq, i), it.Msg, it.Status, it.By, it.TS)

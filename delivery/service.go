@@ -354,6 +354,9 @@ func (s *Service) Connect(ctx context.Context, user, device string, sink chat.Si
 		}
 	}
 	d := &Device{svc: s, user: u, id: device, sink: sink, inbox: &source{subject: natsx.Inbox(user)}}
+	if b, ok := sink.(chat.ReceiptBatcher); ok {
+		d.batch = b.ReceiptBatches()
+	}
 	old, isNew := u.attach(d)
 	if old != nil {
 		old.closeWith(ErrReplaced)

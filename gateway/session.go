@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -64,6 +65,7 @@ type session struct {
 	cork   *corkConn // the connection under conn, and the buffer conn reads frames from
 	user   string
 	device string
+	batch  bool          // receipts in batches (?receipts=batch)
 	lim    *rate.Limiter // the user's send limiter, taken at the first send (frame worker only)
 	dev    chat.Device
 	done   chan struct{} // closed when the session has ended
@@ -106,6 +108,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		s.writeCode(w, wire.CodeUnavailable, "this gateway is shutting down; reconnect")
 		return
 	}
+	batch := false
+	switch v := r.URL.Query().Get("receipts"); v {
+	case "", wire.ReceiptsSingle:
+	case wire.ReceiptsBatch:
+		batch = true
+	default:
+		s.writeCode(w, wire.CodeBadRequest, fmt.Sprintf("receipts must be %q or %q, not %q", wire.ReceiptsSingle, wire.ReceiptsBatch, wire.Clip(v)))
+		return
+	}
 	cw := &corkWriter{ResponseWriter: w, readSize: s.cfg.ReadBufferSize}
 	conn, err := s.upgrader.Upgrade(cw, r, nil)
 	if err != nil {
@@ -117,6 +128,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, c auth.Claims)
 		cork:   cw.conn,
 		user:   c.User,
 		device: c.Device,
+		batch:  batch,
 		done:   make(chan struct{}),
 		held:   true,
 	}
@@ -544,11 +556,20 @@ func (ss *session) drain() {
 }
 
 func (ss *session) deliverHello() {
-	b, _ := jsonMarshal(wire.Hello{Type: wire.TypeHello, User: ss.user, Device: ss.device, Gateway: ss.srv.cfg.ID, TS: time.Now().UnixMilli()})
+	h := wire.Hello{Type: wire.TypeHello, User: ss.user, Device: ss.device, Gateway: ss.srv.cfg.ID, TS: time.Now().UnixMilli()}
+	if ss.batch {
+		h.Receipts = wire.ReceiptsBatch
+	}
+	b, _ := jsonMarshal(h)
 	ss.Deliver(b)
 }
 
 // Deliver queues a frame (chat.Sink). It returns false when the queue is full.
+// ReceiptBatches reports whether the client asked for receipts in batches
+// (?receipts=batch): the delivery service then hands it each stored batch
+// of receipts as one receipts frame.
+func (ss *session) ReceiptBatches() bool { return ss.batch }
+
 func (ss *session) Deliver(frame []byte) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()

@@ -130,7 +130,7 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for i := 0; i < n; i++ {
 		tok, _ := tokens(names[i], "bench")
 		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		conn, err := client.Dial(dctx, c.wsURL(), tok)
+		conn, err := client.DialWith(dctx, c.wsURL(), tok, c.options())
 		if err != nil {
 			cancel()
 			return err

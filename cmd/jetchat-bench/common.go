@@ -32,6 +32,7 @@ type common struct {
 	dialRate int
 	gateways string // several gateways' HTTP addresses (dialAll spreads users)
 	route    bool   // dialAll connects each user to its owner (GET /v1/route)
+	receipts string // how sessions take receipts: batch or single
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -42,6 +43,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.prefix, "prefix", "", "user id prefix (default: random per run, so runs do not share inboxes)")
 	fs.IntVar(&c.dialRate, "dial-rate", 2000, "connections opened per second")
 	fs.StringVar(&c.gateways, "gateways", "", "comma-separated HTTP addresses of several gateways: users are spread over them (instead of --url)")
+	fs.StringVar(&c.receipts, "receipts", "batch", "how sessions take receipts: batch (a receipts frame per stored batch, ?receipts=batch) or single (a receipt frame each)")
 	fs.BoolVar(&c.route, "route", false, "connect each user to the gateway that owns it: GET /v1/route at --url (or the --gateways in turn), following 421")
 }
 
@@ -54,12 +56,20 @@ func (c *common) dialURL(ctx context.Context, i int, tok string) (*client.Conn, 
 		base = strings.TrimSpace(gws[i%len(gws)])
 	}
 	if c.route {
-		return client.DialRoute(ctx, base, tok)
+		return client.DialRouteWith(ctx, base, tok, c.options())
 	}
-	return client.Dial(ctx, (&common{url: base}).wsURL(), tok)
+	return client.DialWith(ctx, (&common{url: base}).wsURL(), tok, c.options())
+}
+
+// options are the sessions' options (--receipts).
+func (c *common) options() client.Options {
+	return client.Options{BatchReceipts: c.receipts == "batch"}
 }
 
 func (c *common) setup() (tokens func(user, device string) (string, error), err error) {
+	if c.receipts != "batch" && c.receipts != "single" {
+		return nil, fmt.Errorf("--receipts must be batch or single, not %q", c.receipts)
+	}
 	var secret []byte
 	if c.secret != "" {
 		secret, err = auth.ParseSecret(c.secret)

@@ -138,26 +138,31 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				}
 				u.toAck = append(u.toAck, m.ID)
 				u.mu.Unlock()
-			case f.Receipt != nil:
-				r := f.Receipt
+			case f.Receipt != nil || f.Receipts != nil:
 				u.mu.Lock()
-				t, ok := u.sentAt[r.Msg]
-				if ok && r.Status == "delivered" {
-					delete(u.sentAt, r.Msg)
-				}
-				if !ok && r.Status == "delivered" {
-					// The recipient acked before this client read
-					// the sent answer (the node answers the sender
-					// after the store; the recipient may be faster):
-					// counted when the answer comes.
-					u.early[r.Msg] = now
-				}
-				u.toAck = append(u.toAck, r.ID)
+				u.toAck = append(u.toAck, f.ID())
 				u.mu.Unlock()
-				if ok && r.Status == "delivered" {
-					receipts.Add(1)
-					if t.After(measureFrom) {
-						toRcpt.add(now.Sub(t))
+				for _, r := range f.ReceiptItems() {
+					if r.Status != "delivered" {
+						continue
+					}
+					u.mu.Lock()
+					t, ok := u.sentAt[r.Msg]
+					if ok {
+						delete(u.sentAt, r.Msg)
+					} else {
+						// The recipient acked before this client read
+						// the sent answer (the node answers the sender
+						// after the store; the recipient may be faster):
+						// counted when the answer comes.
+						u.early[r.Msg] = now
+					}
+					u.mu.Unlock()
+					if ok {
+						receipts.Add(1)
+						if t.After(measureFrom) {
+							toRcpt.add(now.Sub(t))
+						}
 					}
 				}
 			default:

@@ -126,12 +126,14 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				mu.Lock()
 				toAck = append(toAck, f.Message.ID)
 				mu.Unlock()
-			case f.Receipt != nil:
-				if f.Receipt.Status == "delivered" {
-					receipts.Add(1)
+			case f.Receipt != nil || f.Receipts != nil:
+				for _, r := range f.ReceiptItems() {
+					if r.Status == "delivered" {
+						receipts.Add(1)
+					}
 				}
 				mu.Lock()
-				toAck = append(toAck, f.Receipt.ID)
+				toAck = append(toAck, f.ID())
 				mu.Unlock()
 			default:
 				return

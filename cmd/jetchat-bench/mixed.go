@@ -114,10 +114,10 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				if f.Message.From != u.name && rand.IntN(2) == 0 {
 					conn.Read(f.Message.ID)
 				}
-			case f.Receipt != nil:
-				receipts.Add(1)
+			case f.Receipt != nil || f.Receipts != nil:
+				receipts.Add(int64(len(f.ReceiptItems())))
 				u.mu.Lock()
-				u.acks = append(u.acks, f.Receipt.ID)
+				u.acks = append(u.acks, f.ID())
 				u.mu.Unlock()
 			case f.Typing != nil:
 				typing.Add(1)
@@ -305,7 +305,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			u.mu.Unlock()
 			old.Close()
 			tok, _ := tokens(u.name, "bench")
-			nc, err := client.Dial(ctx, c.wsURL(), tok)
+			nc, err := client.DialWith(ctx, c.wsURL(), tok, c.options())
 			if err != nil {
 				errs.Add(1)
 				fmt.Fprintf(stderr, "reconnect %s: %v\n", u.name, err)

@@ -50,6 +50,13 @@ type Sink interface {
 	Close(reason error)
 }
 
+// ReceiptBatcher is implemented by a Sink whose client takes receipts in
+// batches: each stored batch of receipts as one receipts frame, acked by the
+// batch's id, instead of one receipt frame per receipt.
+type ReceiptBatcher interface {
+	ReceiptBatches() bool
+}
+
 // SendRequest is a validated send of one message.
 type SendRequest struct {
 	CID   string

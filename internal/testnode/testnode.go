@@ -171,9 +171,15 @@ func Token(t testing.TB, user, device string) string {
 // test ends.
 func (n *Node) Dial(t testing.TB, user, device string) *client.Conn {
 	t.Helper()
+	return n.DialWith(t, user, device, client.Options{})
+}
+
+// DialWith is Dial with the session's options.
+func (n *Node) DialWith(t testing.TB, user, device string, o client.Options) *client.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, n.WS, Token(t, user, device))
+	c, err := client.DialWith(ctx, n.WS, Token(t, user, device), o)
 	if err != nil {
 		t.Fatalf("dial %s/%s: %v", user, device, err)
 	}

@@ -96,7 +96,7 @@ func Decode(data []byte) (*Inbound, error) {
 	case "":
 		return nil, Errorf(CodeBadRequest, "frame has an empty type")
 	default:
-		return nil, Errorf(CodeBadRequest, "unknown frame type %q", clip(in.Type))
+		return nil, Errorf(CodeBadRequest, "unknown frame type %q", Clip(in.Type))
 	}
 }
 
@@ -121,7 +121,7 @@ func decodeSend(in *Inbound, r *raw) error {
 	in.To, in.Group = to, group
 	if r.Media != nil {
 		if !ident.ValidToken(*r.Media) {
-			return fail(CodeBadRequest, "send: invalid media id %q", clip(*r.Media))
+			return fail(CodeBadRequest, "send: invalid media id %q", Clip(*r.Media))
 		}
 		in.Media = *r.Media
 	}
@@ -156,7 +156,7 @@ func checkIDs(typ, field string, ids []string) error {
 	}
 	for _, id := range ids {
 		if !ident.ValidToken(id) {
-			return Errorf(CodeBadRequest, "%s%s names an invalid id %q", typ, field, clip(id))
+			return Errorf(CodeBadRequest, "%s%s names an invalid id %q", typ, field, Clip(id))
 		}
 	}
 	return nil
@@ -174,7 +174,7 @@ func target(typ string, r *raw) (to, group string, err error) {
 		return *r.To, "", nil
 	case r.Group != nil:
 		if !ident.ValidToken(*r.Group) {
-			return "", "", Errorf(CodeBadRequest, "%s: invalid group id %q", typ, clip(*r.Group))
+			return "", "", Errorf(CodeBadRequest, "%s: invalid group id %q", typ, Clip(*r.Group))
 		}
 		return "", *r.Group, nil
 	default:
@@ -195,7 +195,7 @@ func jsonProblem(err error) string {
 	default:
 		msg := err.Error()
 		msg = strings.TrimPrefix(msg, "json: ")
-		return clip(msg)
+		return Clip(msg)
 	}
 }
 
@@ -212,7 +212,9 @@ func kind(k string) string {
 	}
 }
 
-func clip(s string) string {
+// Clip shortens s, a client's value quoted in an error message, to at most
+// 64 bytes of valid UTF-8.
+func Clip(s string) string {
 	const max = 64
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "?")

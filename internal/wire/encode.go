@@ -95,6 +95,34 @@ func AppendReceipt(dst []byte, id, msg, status, by string, ts int64) []byte {
 	return append(dst, '}')
 }
 
+// AppendReceipts appends a receipts frame: a batch of receipts under one id.
+func AppendReceipts(dst []byte, id string, items []ReceiptItem) []byte {
+	dst = append(dst, `{"type":"receipts","id":`...)
+	dst = AppendString(dst, id)
+	return AppendReceiptItems(append(dst, ','), items)
+}
+
+// AppendReceiptItems appends the items field of a receipts frame (or of a
+// stored receipts record) and the closing brace.
+func AppendReceiptItems(dst []byte, items []ReceiptItem) []byte {
+	dst = append(dst, `"items":[`...)
+	for i, it := range items {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"msg":`...)
+		dst = AppendString(dst, it.Msg)
+		dst = append(dst, `,"status":`...)
+		dst = AppendString(dst, it.Status)
+		dst = append(dst, `,"by":`...)
+		dst = AppendString(dst, it.By)
+		dst = append(dst, `,"ts":`...)
+		dst = strconv.AppendInt(dst, it.TS, 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}"...)
+}
+
 // AppendTyping appends a typing frame, to a user or in a group.
 func AppendTyping(dst []byte, from, to, group string) []byte {
 	dst = append(dst, `{"type":"typing","from":`...)

@@ -139,13 +139,19 @@ func (p *scanner) eat(c byte) bool {
 // false when value does, or the object is malformed or followed by more
 // than white space.
 func (p *scanner) object(value func(key []byte) bool) bool {
+	return p.inner(value) && p.end()
+}
+
+// inner reads an object like object, one nested in another: it stops
+// after the closing brace.
+func (p *scanner) inner(value func(key []byte) bool) bool {
 	p.space()
 	if !p.eat('{') {
 		return false
 	}
 	p.space()
 	if p.eat('}') {
-		return p.end()
+		return true
 	}
 	for {
 		p.space()
@@ -166,7 +172,7 @@ func (p *scanner) object(value func(key []byte) bool) bool {
 			continue
 		}
 		if p.eat('}') {
-			return p.end()
+			return true
 		}
 		return false
 	}

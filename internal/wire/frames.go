@@ -14,12 +14,25 @@ const (
 
 // Frame types sent by the server.
 const (
-	TypeHello    = "hello"
-	TypeSent     = "sent"
-	TypeMessage  = "message"
-	TypeReceipt  = "receipt"
+	TypeHello   = "hello"
+	TypeSent    = "sent"
+	TypeMessage = "message"
+	TypeReceipt = "receipt"
+	// TypeReceipts is a batch of receipts in one frame, for sessions that
+	// ask for it (ReceiptsBatch).
+	TypeReceipts = "receipts"
 	TypePresence = "presence"
 	TypeError    = "error"
+)
+
+// How a session takes receipts: the receipts query parameter of the
+// WebSocket upgrade and the receipts field of hello.
+const (
+	// ReceiptsSingle: one receipt frame per receipt (the default).
+	ReceiptsSingle = "single"
+	// ReceiptsBatch: one receipts frame per stored batch of receipts,
+	// acknowledged by the batch's id.
+	ReceiptsBatch = "batch"
 )
 
 // Receipt statuses.
@@ -76,6 +89,9 @@ type Hello struct {
 	Device  string `json:"device"`
 	Gateway string `json:"gateway"`
 	TS      int64  `json:"ts"`
+	// Receipts is "batch" when the session takes receipts frames
+	// (ReceiptsBatch); omitted otherwise.
+	Receipts string `json:"receipts,omitempty"`
 }
 
 // Sent answers a send once the message is durably stored.
@@ -103,6 +119,23 @@ type Message struct {
 type Receipt struct {
 	Type   string `json:"type"`
 	ID     string `json:"id"`
+	Msg    string `json:"msg"`
+	Status string `json:"status"`
+	By     string `json:"by"`
+	TS     int64  `json:"ts"`
+}
+
+// Receipts is a batch of receipts in one frame: the receipts stored
+// together for one user's messages. Acking its id acks them all.
+type Receipts struct {
+	Type  string        `json:"type"`
+	ID    string        `json:"id"`
+	Items []ReceiptItem `json:"items"`
+}
+
+// ReceiptItem is one receipt of a receipts frame: a receipt frame's
+// fields but its own type and id.
+type ReceiptItem struct {
 	Msg    string `json:"msg"`
 	Status string `json:"status"`
 	By     string `json:"by"`
