@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -209,8 +211,10 @@ func (b *jsBlobs) purge(ctx context.Context, st jetstream.Stream, subjects ...st
 }
 
 // Get reads the object by batched direct gets of its chunk subject. The
-// object store has no ranged reads: the chunks before offset are fetched
-// and dropped, a batch at a time.
+// object store has no ranged reads: a read from an offset past the first
+// chunk finds the chunk that holds it (seek) when the object was written
+// here (every chunk but the last full); for anything else the chunks
+// before offset are fetched and dropped, a batch at a time.
 func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
 	ictx, cancel := context.WithTimeout(ctx, b.timeout)
 	info, err := b.obs.GetInfo(ictx, name)
@@ -241,11 +245,91 @@ func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (i
 		left:    length,
 		maxb:    readAhead * chunk,
 	}
+	if k := uint64(offset / int64(chunk)); k > 0 && info.NUID == name && info.Chunks > 0 &&
+		uint64(chunk)*uint64(info.Chunks-1) < info.Size && info.Size <= uint64(chunk)*uint64(info.Chunks) {
+		seq, err := b.seek(ctx, cr.stream, cr.subject, k, uint64(info.Chunks))
+		if err != nil {
+			return nil, fmt.Errorf("read object %s from %d: %w", name, offset, err)
+		}
+		cr.seq, cr.skip = seq, offset-int64(k)*int64(chunk)
+	}
 	if offset == 0 && length == int64(info.Size) {
 		// A whole read checks the bytes against the stored digest.
 		cr.digest, cr.want = sha256.New(), info.Digest
 	}
 	return cr, nil
+}
+
+// maxProbes bounds the direct gets of one seek.
+const maxProbes = 64
+
+// seek returns the stream sequence of chunk k (from 0) of an object of n
+// chunks on subject. The chunks are the subject's only messages, in order,
+// but other objects' chunks may lie between them. A batch direct get of
+// the first message at or after a sequence says which chunk it is: its
+// Nats-Num-Pending counts the chunks after it. Chunk k lies at k or more
+// sequences past chunk 0; each probe guesses its sequence from the chunks
+// found so far (the density of the object's chunks in the stream), every
+// other probe halves the range left, and each narrows it, so a seek takes
+// one probe when the chunks are contiguous and a few dozen at worst.
+func (b *jsBlobs) seek(ctx context.Context, stream, subject string, k, n uint64) (uint64, error) {
+	type found struct{ seq, idx uint64 }
+	probe := func(at uint64) (f found, ok bool, err error) {
+		pctx, cancel := context.WithTimeout(ctx, b.timeout)
+		defer cancel()
+		pending := uint64(0)
+		res, err := natsx.GetBatch(pctx, b.nc, stream, natsx.BatchRequest{Subject: subject, Seq: at, Batch: 1}, func(m *nats.Msg) error {
+			var perr error
+			pending, perr = strconv.ParseUint(m.Header.Get(natsx.HdrNumPending), 10, 64)
+			return perr
+		})
+		if err != nil || res.Count == 0 {
+			return found{}, false, err
+		}
+		if pending >= n {
+			return found{}, false, fmt.Errorf("chunk at %d has %d after it, the object %d in all", res.Last, pending, n)
+		}
+		return found{res.Last, n - 1 - pending}, true, nil
+	}
+	first, ok, err := probe(1)
+	if err == nil && (!ok || first.idx != 0) {
+		err = fmt.Errorf("the first chunk is missing")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("seek chunk %d: %w", k, err)
+	}
+	// Chunk k is at a sequence in [lo, hi]; below and above are the
+	// nearest chunks found on either side (above.idx 0: none yet).
+	lo, hi := first.seq+k, uint64(math.MaxUint64)
+	below, above := first, found{}
+	for i := 0; i < maxProbes && lo <= hi; i++ {
+		var at uint64
+		switch {
+		case i%2 == 1 && hi != math.MaxUint64:
+			at = lo + (hi-lo)/2
+		case above.idx != 0:
+			at = below.seq + uint64(float64(k-below.idx)*float64(above.seq-below.seq)/float64(above.idx-below.idx))
+		case below.idx != 0:
+			at = below.seq + uint64(float64(k-below.idx)*float64(below.seq-first.seq)/float64(below.idx))
+		default:
+			at = lo
+		}
+		at = min(max(at, lo), hi)
+		f, ok, err := probe(at)
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("seek chunk %d: %w", k, err)
+		case !ok: // no chunk at or after at
+			hi = at - 1
+		case f.idx == k:
+			return f.seq, nil
+		case f.idx < k: // chunks f.idx+1..k come after f.seq
+			below, lo = f, f.seq+(k-f.idx)
+		default: // chunks k..f.idx-1 come before at
+			above, hi = f, at-(f.idx-k)
+		}
+	}
+	return 0, fmt.Errorf("seek chunk %d of %d: not found in %d probes", k, n, maxProbes)
 }
 
 // Delete purges the object's chunks and its metadata message, so a removed

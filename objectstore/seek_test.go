@@ -1,0 +1,171 @@
+package objectstore_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/objectstore"
+)
+
+// fillerReader yields an object's bytes and, before each piece, stores
+// some messages of another object's chunk subject, so that the object's
+// chunks end up scattered among them in the stream (pattern[i] fillers
+// before the i-th piece, cycling).
+type fillerReader struct {
+	t       *testing.T
+	js      jetstream.JetStream
+	src     io.Reader
+	piece   int
+	pattern []int
+	i       int
+}
+
+func (r *fillerReader) Read(p []byte) (int, error) {
+	for range r.pattern[r.i%len(r.pattern)] {
+		if _, err := r.js.Publish(context.Background(), "$O."+natsx.BucketMedia+".C.filler", []byte("x")); err != nil {
+			r.t.Errorf("filler: %v", err)
+		}
+	}
+	r.i++
+	return r.src.Read(p[:min(len(p), r.piece)])
+}
+
+// TestRangeReadsSeek: a read from an offset finds the chunk that holds it
+// instead of reading every chunk before it, whether the object's chunks
+// are contiguous in the stream or scattered among other messages, and
+// returns exactly the stored bytes from any offset.
+func TestRangeReadsSeek(t *testing.T) {
+	t.Parallel()
+	const chunk = 1024
+	f := newFixture(t, objectstore.Config{ChunkSize: chunk}, nil)
+	// Count the direct gets of the object store's stream: the requests go
+	// out on this connection, so once a flush returns, all of them are in
+	// the channel.
+	gets := make(chan *nats.Msg, 1<<16)
+	sub, err := f.nc.ChanSubscribe("$JS.API.DIRECT.GET.OBJ_"+natsx.BucketMedia, gets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	count := func() int64 {
+		if err := f.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n := int64(len(gets))
+		for range n {
+			<-gets
+		}
+		return n
+	}
+
+	const size = 1000*chunk + 321 // 1,001 chunks
+	want := genBytes(0, size)
+	layouts := []struct {
+		name    string
+		pattern []int
+	}{
+		{"contiguous", []int{0}},
+		{"scattered evenly", []int{2}},
+		{"scattered unevenly", []int{0, 0, 7, 1, 0, 30, 0, 0, 0, 3}},
+		{"a long run of others midway", append(make([]int, 500), 5000)},
+	}
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) {
+			// Pieces of half a chunk: fillers land inside chunks' reads too.
+			r := &fillerReader{t: t, js: f.js, src: bytes.NewReader(want), piece: chunk / 2, pattern: l.pattern}
+			info, err := f.store.Put(ctx10(t), "alice", "application/octet-stream", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj, err := f.store.Open(ctx10(t), "alice", info.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rg := range [][2]int64{
+				{chunk - 1, 2}, {chunk, 1}, {chunk + 1, chunk}, {2*chunk - 1, 1}, {17 * chunk, 3 * chunk},
+				{499*chunk + 5, 10}, {500 * chunk, chunk}, {501*chunk - 1, 2}, {777*chunk + 100, 2000},
+				{1000 * chunk, 321}, {size - 1, 1}, {size - 100, 100}, {3, size - 3}, {size, 0},
+			} {
+				count()
+				got := read(t, obj, rg[0], rg[1])
+				if !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+					t.Fatalf("read %d+%d: %d bytes, not the stored ones", rg[0], rg[1], len(got))
+				}
+				// A seek is a few dozen direct gets at most; reading the
+				// chunks before a late offset would be hundreds.
+				n, fetches := count(), (rg[1]+chunk-1)/chunk/4+2
+				if rg[0] > 100*chunk && n > 50+fetches {
+					t.Errorf("read %d+%d took %d direct gets", rg[0], rg[1], n)
+				}
+			}
+		})
+	}
+}
+
+// shortReader yields at most n bytes a Read.
+type shortReader struct {
+	r io.Reader
+	n int
+}
+
+func (s shortReader) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), s.n)]) }
+
+// TestForeignObjectsAreReadFromTheStart: an object another tool wrote (the
+// object store's own Put: chunks under a random NUID, as full as each read
+// of its source was) cannot be seeked by chunk size; reads from any offset
+// are still exact.
+func TestForeignObjectsAreReadFromTheStart(t *testing.T) {
+	t.Parallel()
+	const chunk = 1024
+	f := newFixture(t, objectstore.Config{ChunkSize: chunk}, nil)
+	blobs, err := objectstore.NewJetStreamBlobs(f.nc, f.res.Media, objectstore.Config{ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := genBytes(0, 20*chunk+7)
+	meta := jetstream.ObjectMeta{Name: "foreign", Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunk}}
+	// Reads of 700 bytes: every chunk holds 700, not 1,024.
+	info, err := f.res.Media.Put(ctx10(t), meta, shortReader{bytes.NewReader(want), 700})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NUID == "foreign" || info.Chunks <= 21 {
+		t.Fatalf("object store wrote %d chunks under %s; the test needs short chunks under a NUID of its own", info.Chunks, info.NUID)
+	}
+	for _, rg := range [][2]int64{{chunk, 10}, {5*chunk + 3, 3 * chunk}, {int64(len(want)) - 1, 1}} {
+		rd, err := blobs.Get(ctx10(t), "foreign", rg[0], rg[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rd)
+		rd.Close()
+		if err != nil || !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("read %d+%d: %d bytes, %v; not the stored ones", rg[0], rg[1], len(got), err)
+		}
+	}
+}
+
+// BenchmarkRangeReadTail reads the last 100 bytes of a 32 MiB object
+// (256 chunks of 128 KiB), as a player asking for bytes=-100 does.
+func BenchmarkRangeReadTail(b *testing.B) {
+	const size = 32 << 20
+	f := newFixture(b, objectstore.Config{MaxSize: size}, nil)
+	info := put(b, f.store, "alice", size)
+	obj, err := f.store.Open(ctx10(b), "alice", info.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	want := genBytes(size-100, 100)
+	b.ReportAllocs()
+	for b.Loop() {
+		if got := read(b, obj, size-100, 100); !bytes.Equal(got, want) {
+			b.Fatal("not the stored bytes")
+		}
+	}
+}
