@@ -245,7 +245,7 @@ func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (i
 		left:    length,
 		maxb:    readAhead * chunk,
 	}
-	if k := uint64(offset / int64(chunk)); k > 0 && info.NUID == name && info.Chunks > 0 &&
+	if k := uint64(offset / int64(chunk)); k > 0 && length > 0 && info.NUID == name && k < uint64(info.Chunks) &&
 		uint64(chunk)*uint64(info.Chunks-1) < info.Size && info.Size <= uint64(chunk)*uint64(info.Chunks) {
 		seq, err := b.seek(ctx, cr.stream, cr.subject, k, uint64(info.Chunks))
 		if err != nil {
@@ -275,6 +275,13 @@ const maxProbes = 64
 func (b *jsBlobs) seek(ctx context.Context, stream, subject string, k, n uint64) (uint64, error) {
 	type found struct{ seq, idx uint64 }
 	probe := func(at uint64) (f found, ok bool, err error) {
+		// A probe reads a chunk: it takes a fetch slot like a batch.
+		select {
+		case b.fetches <- struct{}{}:
+			defer func() { <-b.fetches }()
+		case <-ctx.Done():
+			return found{}, false, ctx.Err()
+		}
 		pctx, cancel := context.WithTimeout(ctx, b.timeout)
 		defer cancel()
 		pending := uint64(0)
@@ -302,7 +309,8 @@ func (b *jsBlobs) seek(ctx context.Context, stream, subject string, k, n uint64)
 	// nearest chunks found on either side (above.idx 0: none yet).
 	lo, hi := first.seq+k, uint64(math.MaxUint64)
 	below, above := first, found{}
-	for i := 0; i < maxProbes && lo <= hi; i++ {
+	i := 0
+	for ; i < maxProbes && lo <= hi; i++ {
 		var at uint64
 		switch {
 		case i%2 == 1 && hi != math.MaxUint64:
@@ -329,7 +337,7 @@ func (b *jsBlobs) seek(ctx context.Context, stream, subject string, k, n uint64)
 			above, hi = f, at-(f.idx-k)
 		}
 	}
-	return 0, fmt.Errorf("seek chunk %d of %d: not found in %d probes", k, n, maxProbes)
+	return 0, fmt.Errorf("seek chunk %d of %d: not found after %d probes", k, n, i+1)
 }
 
 // Delete purges the object's chunks and its metadata message, so a removed

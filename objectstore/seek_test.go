@@ -108,6 +108,44 @@ func TestRangeReadsSeek(t *testing.T) {
 	}
 }
 
+// TestSeekAtTheEdges reads at chunk boundaries of an object of exactly
+// three full chunks, up to its end, and the empty range at its end.
+func TestSeekAtTheEdges(t *testing.T) {
+	t.Parallel()
+	const chunk = 1024
+	f := newFixture(t, objectstore.Config{ChunkSize: chunk}, nil)
+	want := genBytes(0, 3*chunk)
+	info, err := f.store.Put(ctx10(t), "alice", "application/octet-stream", bytes.NewReader(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := f.store.Open(ctx10(t), "alice", info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, err := objectstore.NewJetStreamBlobs(f.nc, f.res.Media, objectstore.Config{ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rg := range [][2]int64{{3 * chunk, 0}, {2 * chunk, chunk}, {2*chunk - 1, chunk + 1}, {3*chunk - 1, 1}, {chunk, 0}} {
+		if got := read(t, obj, rg[0], rg[1]); !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("read %d+%d: %d bytes, not the stored ones", rg[0], rg[1], len(got))
+		}
+		// The same through the blobs alone (the store answers an empty
+		// range itself).
+		rd, err := blobs.Get(ctx10(t), info.ID, rg[0], rg[1])
+		if err != nil {
+			t.Errorf("blobs.Get(%d, %d): %v", rg[0], rg[1], err)
+			continue
+		}
+		got, err := io.ReadAll(rd)
+		rd.Close()
+		if err != nil || !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("blobs read %d+%d: %d bytes, %v; not the stored ones", rg[0], rg[1], len(got), err)
+		}
+	}
+}
+
 // shortReader yields at most n bytes a Read.
 type shortReader struct {
 	r io.Reader
