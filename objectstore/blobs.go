@@ -101,6 +101,7 @@ func metaSubject(bucket, name string) string {
 }
 
 // Put reads r one chunk at a time and publishes each chunk as it is read,
+// every chunk full but the last and numbered (hdrChunk, for seeks),
 // keeping putWindow chunk buffers; the metadata message, published last,
 // makes the object visible. On any failure it waits for the chunks in
 // flight and purges the object's subjects.
@@ -152,7 +153,8 @@ func (b *jsBlobs) Put(ctx context.Context, name, contentType string, r io.Reader
 		n, rerr := io.ReadFull(r, bufs[i])
 		if n > 0 {
 			h.Write(bufs[i][:n])
-			f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: bufs[i][:n]})
+			m := &nats.Msg{Subject: subj, Data: bufs[i][:n], Header: nats.Header{hdrChunk: {strconv.FormatUint(uint64(chunks), 10)}}}
+			f, err := b.js.PublishMsgAsync(m)
 			if err != nil {
 				return fail(fmt.Errorf("store chunk of %s: %w", name, err))
 			}
@@ -213,8 +215,8 @@ func (b *jsBlobs) purge(ctx context.Context, st jetstream.Stream, subjects ...st
 // Get reads the object by batched direct gets of its chunk subject. The
 // object store has no ranged reads: a read from an offset past the first
 // chunk finds the chunk that holds it (seek) when the object was written
-// here (every chunk but the last full); for anything else the chunks
-// before offset are fetched and dropped, a batch at a time.
+// here (numbered chunks, every one full but the last); for anything else
+// the chunks before offset are fetched and dropped, a batch at a time.
 func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
 	ictx, cancel := context.WithTimeout(ctx, b.timeout)
 	info, err := b.obs.GetInfo(ictx, name)
@@ -247,11 +249,13 @@ func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (i
 	}
 	if k := uint64(offset / int64(chunk)); k > 0 && length > 0 && info.NUID == name && k < uint64(info.Chunks) &&
 		uint64(chunk)*uint64(info.Chunks-1) < info.Size && info.Size <= uint64(chunk)*uint64(info.Chunks) {
-		seq, err := b.seek(ctx, cr.stream, cr.subject, k, uint64(info.Chunks))
-		if err != nil {
-			return nil, fmt.Errorf("read object %s from %d: %w", name, offset, err)
+		// A seek that fails (an object stored before chunks were numbered,
+		// a replica that lags) leaves the read to start at the first chunk.
+		if seq, err := b.seek(ctx, cr.stream, cr.subject, k, uint64(info.Chunks)); err == nil {
+			cr.seq, cr.skip = seq, offset-int64(k)*int64(chunk)
+		} else if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		cr.seq, cr.skip = seq, offset-int64(k)*int64(chunk)
 	}
 	if offset == 0 && length == int64(info.Size) {
 		// A whole read checks the bytes against the stored digest.
@@ -260,18 +264,26 @@ func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (i
 	return cr, nil
 }
 
+// hdrChunk numbers a chunk of an object written here (0, 1, ...): what a
+// seek reads. The object store's own readers ignore chunk headers.
+const hdrChunk = "Jc-Chunk"
+
 // maxProbes bounds the direct gets of one seek.
 const maxProbes = 64
 
 // seek returns the stream sequence of chunk k (from 0) of an object of n
 // chunks on subject. The chunks are the subject's only messages, in order,
-// but other objects' chunks may lie between them. A batch direct get of
-// the first message at or after a sequence says which chunk it is: its
-// Nats-Num-Pending counts the chunks after it. Chunk k lies at k or more
-// sequences past chunk 0; each probe guesses its sequence from the chunks
-// found so far (the density of the object's chunks in the stream), every
-// other probe halves the range left, and each narrows it, so a seek takes
-// one probe when the chunks are contiguous and a few dozen at worst.
+// but other objects' chunks may lie between them; each carries its number
+// (hdrChunk). A direct get of the first chunk at or after a sequence thus
+// says which chunk lies there. Chunk k lies at k or more sequences past
+// chunk 0; each probe guesses its sequence from the chunks found so far (the
+// density of the object's chunks in the stream), every other probe halves
+// the range left, and each narrows it, so a seek takes one probe when the
+// chunks are contiguous and a few dozen at worst.
+//
+// The number is read from the chunk itself, not inferred from what a
+// replica holds after it (Nats-Num-Pending), so a replica that lags can
+// make a seek fail but never find the wrong chunk.
 func (b *jsBlobs) seek(ctx context.Context, stream, subject string, k, n uint64) (uint64, error) {
 	type found struct{ seq, idx uint64 }
 	probe := func(at uint64) (f found, ok bool, err error) {
@@ -284,19 +296,19 @@ func (b *jsBlobs) seek(ctx context.Context, stream, subject string, k, n uint64)
 		}
 		pctx, cancel := context.WithTimeout(ctx, b.timeout)
 		defer cancel()
-		pending := uint64(0)
+		var num string
 		res, err := natsx.GetBatch(pctx, b.nc, stream, natsx.BatchRequest{Subject: subject, Seq: at, Batch: 1}, func(m *nats.Msg) error {
-			var perr error
-			pending, perr = strconv.ParseUint(m.Header.Get(natsx.HdrNumPending), 10, 64)
-			return perr
+			num = m.Header.Get(hdrChunk)
+			return nil
 		})
 		if err != nil || res.Count == 0 {
 			return found{}, false, err
 		}
-		if pending >= n {
-			return found{}, false, fmt.Errorf("chunk at %d has %d after it, the object %d in all", res.Last, pending, n)
+		idx, err := strconv.ParseUint(num, 10, 64)
+		if err != nil || idx >= n {
+			return found{}, false, fmt.Errorf("chunk at %d is numbered %q, of %d", res.Last, num, n)
 		}
-		return found{res.Last, n - 1 - pending}, true, nil
+		return found{res.Last, idx}, true, nil
 	}
 	first, ok, err := probe(1)
 	if err == nil && (!ok || first.idx != 0) {

@@ -3,6 +3,9 @@ package objectstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"testing"
 
@@ -133,17 +136,77 @@ func TestSeekAtTheEdges(t *testing.T) {
 		}
 		// The same through the blobs alone (the store answers an empty
 		// range itself).
-		rd, err := blobs.Get(ctx10(t), info.ID, rg[0], rg[1])
-		if err != nil {
-			t.Errorf("blobs.Get(%d, %d): %v", rg[0], rg[1], err)
-			continue
-		}
-		got, err := io.ReadAll(rd)
-		rd.Close()
-		if err != nil || !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
-			t.Errorf("blobs read %d+%d: %d bytes, %v; not the stored ones", rg[0], rg[1], len(got), err)
+		if got := readBlob(t, blobs, info.ID, rg[0], rg[1]); !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("blobs read %d+%d: %d bytes, not the stored ones", rg[0], rg[1], len(got))
 		}
 	}
+}
+
+// TestUnnumberedChunksAreReadFromTheStart: an object stored here before
+// chunks were numbered (no Jc-Chunk header) cannot be seeked; reads from
+// any offset are still exact.
+func TestUnnumberedChunksAreReadFromTheStart(t *testing.T) {
+	t.Parallel()
+	const chunk = 1024
+	f, blobs := blobsFixture(t, chunk)
+	// The object as the earlier Put wrote it: full chunks under the
+	// object's name, then its metadata.
+	want := genBytes(0, 20*chunk+7)
+	bucket := natsx.BucketMedia
+	var chunks uint32
+	for off := 0; off < len(want); off += chunk {
+		if _, err := f.js.Publish(ctx10(t), "$O."+bucket+".C.legacy", want[off:min(off+chunk, len(want))]); err != nil {
+			t.Fatal(err)
+		}
+		chunks++
+	}
+	sum := sha256.Sum256(want)
+	info := jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{Name: "legacy", Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunk}},
+		Bucket:     bucket, NUID: "legacy", Size: uint64(len(want)), Chunks: chunks,
+		Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:]),
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg("$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte("legacy")))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Data = data
+	if _, err := f.js.PublishMsg(ctx10(t), m); err != nil {
+		t.Fatal(err)
+	}
+	for _, rg := range [][2]int64{{0, int64(len(want))}, {chunk, 10}, {5*chunk + 3, 3 * chunk}, {int64(len(want)) - 1, 1}} {
+		if got := readBlob(t, blobs, "legacy", rg[0], rg[1]); !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("read %d+%d: %d bytes, not the stored ones", rg[0], rg[1], len(got))
+		}
+	}
+}
+
+// blobsFixture is a fixture with chunks of chunk bytes, and its Blobs.
+func blobsFixture(t *testing.T, chunk int) (*fixture, objectstore.Blobs) {
+	t.Helper()
+	f := newFixture(t, objectstore.Config{ChunkSize: chunk}, nil)
+	blobs, err := objectstore.NewJetStreamBlobs(f.nc, f.res.Media, objectstore.Config{ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, blobs
+}
+
+// readBlob reads n bytes of name from off through blobs alone.
+func readBlob(t *testing.T, blobs objectstore.Blobs, name string, off, n int64) []byte {
+	t.Helper()
+	rd, err := blobs.Get(ctx10(t), name, off, n)
+	if err != nil {
+		t.Fatalf("blobs.Get(%s, %d, %d): %v", name, off, n, err)
+	}
+	defer rd.Close()
+	got, err := io.ReadAll(rd)
+	if err != nil {
+		t.Fatalf("blobs read %s %d+%d: %v", name, off, n, err)
+	}
+	return got
 }
 
 // shortReader yields at most n bytes a Read.
@@ -161,11 +224,7 @@ func (s shortReader) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p)
 func TestForeignObjectsAreReadFromTheStart(t *testing.T) {
 	t.Parallel()
 	const chunk = 1024
-	f := newFixture(t, objectstore.Config{ChunkSize: chunk}, nil)
-	blobs, err := objectstore.NewJetStreamBlobs(f.nc, f.res.Media, objectstore.Config{ChunkSize: chunk})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, blobs := blobsFixture(t, chunk)
 	want := genBytes(0, 20*chunk+7)
 	meta := jetstream.ObjectMeta{Name: "foreign", Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunk}}
 	// Reads of 700 bytes: every chunk holds 700, not 1,024.
@@ -177,14 +236,8 @@ func TestForeignObjectsAreReadFromTheStart(t *testing.T) {
 		t.Fatalf("object store wrote %d chunks under %s; the test needs short chunks under a NUID of its own", info.Chunks, info.NUID)
 	}
 	for _, rg := range [][2]int64{{chunk, 10}, {5*chunk + 3, 3 * chunk}, {int64(len(want)) - 1, 1}} {
-		rd, err := blobs.Get(ctx10(t), "foreign", rg[0], rg[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(rd)
-		rd.Close()
-		if err != nil || !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
-			t.Errorf("read %d+%d: %d bytes, %v; not the stored ones", rg[0], rg[1], len(got), err)
+		if got := readBlob(t, blobs, "foreign", rg[0], rg[1]); !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("read %d+%d: %d bytes, not the stored ones", rg[0], rg[1], len(got))
 		}
 	}
 }
