@@ -564,12 +564,12 @@ func (ss *session) deliverHello() {
 	ss.Deliver(b)
 }
 
-// Deliver queues a frame (chat.Sink). It returns false when the queue is full.
 // ReceiptBatches reports whether the client asked for receipts in batches
 // (?receipts=batch): the delivery service then hands it each stored batch
-// of receipts as one receipts frame.
+// of receipts as one receipts frame (chat.ReceiptBatcher).
 func (ss *session) ReceiptBatches() bool { return ss.batch }
 
+// Deliver queues a frame (chat.Sink). It returns false when the queue is full.
 func (ss *session) Deliver(frame []byte) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()

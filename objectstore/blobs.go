@@ -254,7 +254,7 @@ func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (i
 		if seq, err := b.seek(ctx, cr.stream, cr.subject, k, uint64(info.Chunks)); err == nil {
 			cr.seq, cr.skip = seq, offset-int64(k)*int64(chunk)
 		} else if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("read object %s from %d: %w", name, offset, ctx.Err())
 		}
 	}
 	if offset == 0 && length == int64(info.Size) {

@@ -30,9 +30,10 @@ type ServerFrame struct {
 // encoding/json would.
 //
 // Frames as the server writes them — a flat object of plain strings,
-// integers and booleans, and a receipts frame's items — are read without reflection, about four times
-// faster (BenchmarkDecodeServer); anything else (escapes, nulls, nested values, keys in another
-// case) goes through encoding/json, so the result is the same either way.
+// integers and booleans, and a receipts frame's items — are read without
+// reflection, about four times faster (BenchmarkDecodeServer); anything
+// else (escapes, nulls, other nested values, keys in another case) goes
+// through encoding/json, so the result is the same either way.
 func DecodeServer(data []byte, f *ServerFrame) error {
 	*f = ServerFrame{}
 	if scanServer(data, f) {
