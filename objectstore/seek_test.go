@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,9 +31,17 @@ type fillerReader struct {
 }
 
 func (r *fillerReader) Read(p []byte) (int, error) {
-	for range r.pattern[r.i%len(r.pattern)] {
-		if _, err := r.js.Publish(context.Background(), "$O."+natsx.BucketMedia+".C.filler", []byte("x")); err != nil {
-			r.t.Errorf("filler: %v", err)
+	if n := r.pattern[r.i%len(r.pattern)]; n > 0 {
+		for range n {
+			if _, err := r.js.PublishAsync("$O."+natsx.BucketMedia+".C.filler", []byte("x")); err != nil {
+				r.t.Errorf("filler: %v", err)
+			}
+		}
+		// Stored before the chunk this read fills is published.
+		select {
+		case <-r.js.PublishAsyncComplete():
+		case <-time.After(time.Minute):
+			r.t.Errorf("fillers not stored in a minute")
 		}
 	}
 	r.i++
@@ -82,7 +91,9 @@ func TestRangeReadsSeek(t *testing.T) {
 		t.Run(l.name, func(t *testing.T) {
 			// Pieces of half a chunk: fillers land inside chunks' reads too.
 			r := &fillerReader{t: t, js: f.js, src: bytes.NewReader(want), piece: chunk / 2, pattern: l.pattern}
-			info, err := f.store.Put(ctx10(t), "alice", "application/octet-stream", r)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			info, err := f.store.Put(ctx, "alice", "application/octet-stream", r)
 			if err != nil {
 				t.Fatal(err)
 			}
