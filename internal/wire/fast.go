@@ -213,28 +213,39 @@ func (p *scanner) str() ([]byte, bool) {
 
 // strs reads an array of strings.
 func (p *scanner) strs() ([]string, bool) {
-	if !p.eat('[') {
+	list := []string{}
+	ok := p.array(func() bool {
+		s, ok := p.str()
+		if ok {
+			list = append(list, string(s))
+		}
+		return ok
+	})
+	if !ok {
 		return nil, false
 	}
-	list := []string{}
+	return list, true
+}
+
+// array reads a JSON array, calling elem to read each element; it reports
+// false when elem does or the array is malformed.
+func (p *scanner) array(elem func() bool) bool {
+	if !p.eat('[') {
+		return false
+	}
 	p.space()
 	if p.eat(']') {
-		return list, true
+		return true
 	}
 	for {
 		p.space()
-		s, ok := p.str()
-		if !ok {
-			return nil, false
+		if !elem() {
+			return false
 		}
-		list = append(list, string(s))
 		p.space()
 		if p.eat(',') {
 			continue
 		}
-		if p.eat(']') {
-			return list, true
-		}
-		return nil, false
+		return p.eat(']')
 	}
 }

@@ -121,16 +121,8 @@ func scanServer(data []byte, f *ServerFrame) bool {
 // objects of the keys msg, status, by and ts (any other key, or a key of
 // them in another case, goes to the slow path).
 func (p *scanner) receiptItems() ([]ReceiptItem, bool) {
-	if !p.eat('[') {
-		return nil, false
-	}
 	items := []ReceiptItem{}
-	p.space()
-	if p.eat(']') {
-		return items, true
-	}
-	for {
-		p.space()
+	ok := p.array(func() bool {
 		var it ReceiptItem
 		ok := p.inner(func(k []byte) bool {
 			var dst *string
@@ -154,19 +146,15 @@ func (p *scanner) receiptItems() ([]ReceiptItem, bool) {
 			}
 			return ok
 		})
-		if !ok {
-			return nil, false
+		if ok {
+			items = append(items, it)
 		}
-		items = append(items, it)
-		p.space()
-		if p.eat(',') {
-			continue
-		}
-		if p.eat(']') {
-			return items, true
-		}
+		return ok
+	})
+	if !ok {
 		return nil, false
 	}
+	return items, true
 }
 
 // int reads an integer of at most 18 digits (no fraction, no exponent: an
