@@ -195,8 +195,10 @@ func (d *Device) pushLocked(src *source, r *record) pushResult {
 		return stopped
 	}
 	frames := r.frames
-	if d.batch && r.batch != nil {
-		frames = r.batch
+	if d.batch {
+		if b := r.batchFrames(); b != nil {
+			frames = b
+		}
 	}
 	for _, f := range frames {
 		if !d.sink.Deliver(f) {

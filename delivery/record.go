@@ -1,10 +1,10 @@
 package delivery
 
 import (
-	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 
@@ -199,9 +199,25 @@ type record struct {
 	// frames are what the record's recipients receive: one message frame,
 	// or one receipt frame per receipt.
 	frames [][]byte
-	// batch is, for a receipts record, the one receipts frame that carries
-	// them all, for sessions that take receipts in batches.
-	batch [][]byte
+	// items are a receipts record's receipts; batch is the one receipts
+	// frame that carries them all, made by batchFrames at the first need.
+	items     []receiptItem
+	batchOnce sync.Once
+	batch     [][]byte
+}
+
+// batchFrames returns, for a receipts record, the one receipts frame that
+// carries all its receipts, for sessions that take receipts in batches; nil
+// for any other record. It is made once, when a first such session needs it,
+// so a node none of whose sessions asks for batches never makes it.
+func (r *record) batchFrames() [][]byte {
+	if len(r.items) == 0 {
+		return nil
+	}
+	r.batchOnce.Do(func() {
+		r.batch = [][]byte{wire.AppendReceipts(nil, batchID(r.seq), r.items)}
+	})
+	return r.batch
 }
 
 // decodeRecord turns a stored message (from a direct get or a republish)
@@ -261,34 +277,18 @@ func decodeStored(m *nats.Msg, seq uint64, subject string) (*record, error) {
 			return nil, fmt.Errorf("record %d: malformed membership notice", seq)
 		}
 	case KindReceipts:
-		b, exact := scanReceiptsBody(m.Data)
-		var err error
-		if !exact {
-			b, err = decodeReceiptsBody(m.Data)
-		}
+		b, err := decodeReceiptsBody(m.Data)
 		if err != nil {
 			return nil, fmt.Errorf("record %d: malformed receipts: %w", seq, err)
 		}
-		truncated := len(b.Items) > maxReceiptItems
-		if truncated {
+		if len(b.Items) > maxReceiptItems {
 			b.Items = b.Items[:maxReceiptItems]
 		}
+		r.items = b.Items
 		// One buffer for all the frames (each capped, so none grows into
-		// the next), the batch first.
+		// the next).
 		r.frames = make([][]byte, len(b.Items))
-		buf := make([]byte, 0, 2*len(m.Data)+len(b.Items)*48+32)
-		if len(b.Items) > 0 {
-			id := batchID(seq)
-			if rest, ok := bytes.CutPrefix(m.Data, []byte(receiptsPrefix)); ok && exact && !truncated {
-				// The stored JSON is the frame but its id.
-				buf = append(buf, `{"type":"receipts","id":"`...)
-				buf = append(buf, id...)
-				buf = append(append(buf, `",`...), rest...)
-			} else {
-				buf = wire.AppendReceipts(buf, id, b.Items)
-			}
-			r.batch = [][]byte{buf[:len(buf):len(buf)]}
-		}
+		buf := make([]byte, 0, len(m.Data)+len(b.Items)*48)
 		for i, it := range b.Items {
 			start := len(buf)
 			buf = wire.AppendReceipt(buf, receiptID(seq, i), it.Msg, it.Status, it.By, it.TS)
