@@ -139,17 +139,16 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				u.toAck = append(u.toAck, m.ID)
 				u.mu.Unlock()
 			case f.Receipt != nil || f.Receipts != nil:
+				var matched []time.Time // the send times of the receipts' messages
 				u.mu.Lock()
 				u.toAck = append(u.toAck, f.ID())
-				u.mu.Unlock()
 				for _, r := range f.ReceiptItems() {
 					if r.Status != "delivered" {
 						continue
 					}
-					u.mu.Lock()
-					t, ok := u.sentAt[r.Msg]
-					if ok {
+					if t, ok := u.sentAt[r.Msg]; ok {
 						delete(u.sentAt, r.Msg)
+						matched = append(matched, t)
 					} else {
 						// The recipient acked before this client read
 						// the sent answer (the node answers the sender
@@ -157,12 +156,12 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						// counted when the answer comes.
 						u.early[r.Msg] = now
 					}
-					u.mu.Unlock()
-					if ok {
-						receipts.Add(1)
-						if t.After(measureFrom) {
-							toRcpt.add(now.Sub(t))
-						}
+				}
+				u.mu.Unlock()
+				for _, t := range matched {
+					receipts.Add(1)
+					if t.After(measureFrom) {
+						toRcpt.add(now.Sub(t))
 					}
 				}
 			default:
