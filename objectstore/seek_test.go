@@ -30,14 +30,19 @@ type fillerReader struct {
 	i       int
 }
 
+// fillerBatch bounds the fillers awaiting their acknowledgements.
+const fillerBatch = 500
+
 func (r *fillerReader) Read(p []byte) (int, error) {
-	if n := r.pattern[r.i%len(r.pattern)]; n > 0 {
-		for range n {
+	// Published asynchronously, at most fillerBatch unacknowledged at a
+	// time (the client stalls past its own limit of pending publishes),
+	// and all stored before the chunk this read fills is published.
+	for n := r.pattern[r.i%len(r.pattern)]; n > 0; n -= fillerBatch {
+		for range min(n, fillerBatch) {
 			if _, err := r.js.PublishAsync("$O."+natsx.BucketMedia+".C.filler", []byte("x")); err != nil {
 				r.t.Errorf("filler: %v", err)
 			}
 		}
-		// Stored before the chunk this read fills is published.
 		select {
 		case <-r.js.PublishAsyncComplete():
 		case <-time.After(time.Minute):
