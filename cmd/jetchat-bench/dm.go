@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/jetchat/jetchat/client"
 	"github.com/jetchat/jetchat/internal/wire"
 )
@@ -24,11 +26,84 @@ type dmUser struct {
 	conn *client.Conn
 
 	mu       sync.Mutex
-	sentAt   map[string]time.Time // message id → send time (for receipt latency)
-	early    map[string]time.Time // message id → arrival of its delivered receipt, come before its sent
+	out      map[string]dmSent // id → a message sent whose receipts are awaited
 	toAck    []string
+	toRead   []string // ids received, to mark read after they are acked
 	ackReady chan struct{}
 	got      map[string]bool // message ids received
+}
+
+// dmSent is what a sender knows of one of its messages until its receipts
+// are in. The sent answer and the receipts may come in either order: the
+// node answers the sender after the store, and the recipient may be faster.
+type dmSent struct {
+	at              int64   // when it was sent (Unix ns); 0 until the sent answer comes
+	delivered, read int64   // when its receipts came (Unix ns); read implies delivered
+	wantRead        bool    // the recipient will mark it read
+	counted         [2]bool // its delivered, read latency recorded
+}
+
+// dmLatency is a receipt latency to record.
+type dmLatency struct {
+	read  bool  // a read receipt; else delivered
+	sent  int64 // when the message was sent (Unix ns)
+	took  time.Duration
+	early bool // the receipt came before the sent answer
+}
+
+// settleLocked stores st as the state of message id, appending to out the
+// latencies that it newly allows to record, or forgets the message once
+// all its receipts are in. early says the sent answer is what completed
+// them.
+func (u *dmUser) settleLocked(id string, st dmSent, early bool, out []dmLatency) []dmLatency {
+	if st.at != 0 {
+		for i, at := range [2]int64{st.delivered, st.read} {
+			if at != 0 && !st.counted[i] {
+				st.counted[i] = true
+				out = append(out, dmLatency{read: i == 1, sent: st.at, took: time.Duration(at - st.at), early: early})
+			}
+		}
+		if st.counted[0] && (st.counted[1] || !st.wantRead) {
+			delete(u.out, id)
+			return out
+		}
+	}
+	u.out[id] = st
+	return out
+}
+
+// dmReceipts counts receipts and records their latencies.
+type dmReceipts struct {
+	delivered, early, read atomic.Int64
+	toDelivered, toRead    hist
+	measureFrom            int64 // Unix ns
+}
+
+func (r *dmReceipts) record(lats []dmLatency) {
+	for _, l := range lats {
+		counter, h := &r.delivered, &r.toDelivered
+		if l.read {
+			counter, h = &r.read, &r.toRead
+		} else if l.early {
+			r.early.Add(1)
+		}
+		counter.Add(1)
+		if l.sent > r.measureFrom {
+			h.add(l.took)
+		}
+	}
+}
+
+// wantRead says whether the recipient of message id marks it read: the
+// same choice on both sides, a fraction of the ids.
+func wantRead(id string, fraction float64) bool {
+	switch {
+	case fraction <= 0:
+		return false
+	case fraction >= 1:
+		return true
+	}
+	return float64(xxhash.Sum64String(id)%10000) < fraction*10000
 }
 
 type dmResult struct {
@@ -41,12 +116,15 @@ type dmResult struct {
 	DeliveredPS   float64 `json:"delivered_per_s"`
 	Receipts      int64   `json:"delivered_receipts"`
 	ReceiptsFirst int64   `json:"delivered_receipts_before_sent"`
+	ReadMarked    int64   `json:"read_marked"`
+	ReadReceipts  int64   `json:"read_receipts"`
 	Errors        int64   `json:"errors"`
 	Lost          int64   `json:"lost"`
 	Misdelivered  int64   `json:"misdelivered"`
 	SendToSent    latency `json:"send_to_sent"`
 	SendToDeliv   latency `json:"send_to_delivery"`
 	SendToRcpt    latency `json:"send_to_delivered_receipt"`
+	SendToRead    latency `json:"send_to_read_receipt"`
 	NodeCPUUS     float64 `json:"node_cpu_us_per_msg"`
 	ToolCPUUS     float64 `json:"tool_cpu_us_per_msg"`
 }
@@ -65,12 +143,16 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bodySize := fs.Int("body", 100, "message body size in bytes")
 	ackLinger := fs.Duration("ack-linger", 20*time.Millisecond, "how long a client collects received ids before acking them in one frame (as an app acks what it stored)")
 	ackOnSend := fs.Bool("ack-on-send", true, "a send carries the ids received since the last ack (the send frame's ack field), as a client acks with its reply; false: acks go only in ack frames")
+	readFraction := fs.Float64("read", 0, "fraction of the messages received (0 to 1) that the recipient marks read, right after acking them; the sender times the read receipts (the design's dm rows ack only: 0)")
 	timeline := fs.Duration("timeline", 0, "if set, print send → delivery p50/p99/max per step of this length to stderr at the end (shows whether the tail comes in bursts)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *users < 2 || *users%2 != 0 {
 		return errors.New("--users must be an even number of at least 2")
+	}
+	if !(*readFraction >= 0 && *readFraction <= 1) {
+		return fmt.Errorf("--read %v: want a fraction from 0 to 1", *readFraction)
 	}
 	tokens, err := c.setup()
 	if err != nil {
@@ -92,16 +174,16 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 
 	var (
-		sent, delivered, receipts, errCount, misdelivered atomic.Int64
-		receiptsFirst                                     atomic.Int64 // delivered receipts read before their sent answer
-		toSent, toDeliv, toRcpt                           hist
-		measureFrom                                       = time.Now().Add(*warmup)
+		sent, delivered, errCount, misdelivered, readMarked atomic.Int64
+		toSent, toDeliv                                     hist
+		measureFrom                                         = time.Now().Add(*warmup)
+		rc                                                  = &dmReceipts{measureFrom: measureFrom.UnixNano()}
 	)
 	us := make([]*dmUser, *users)
 	byName := map[string]*dmUser{}
 	for i := range us {
 		peer := i ^ 1
-		us[i] = &dmUser{id: names[i], peer: names[peer], conn: conns[i], sentAt: map[string]time.Time{}, early: map[string]time.Time{}, got: map[string]bool{}, ackReady: make(chan struct{}, 1)}
+		us[i] = &dmUser{id: names[i], peer: names[peer], conn: conns[i], out: map[string]dmSent{}, got: map[string]bool{}, ackReady: make(chan struct{}, 1)}
 		byName[names[i]] = us[i]
 	}
 	sentTo := make([]map[string]bool, *users) // recipient index → ids sent to it
@@ -137,33 +219,32 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					delivered.Add(1)
 				}
 				u.toAck = append(u.toAck, m.ID)
+				if wantRead(m.ID, *readFraction) {
+					u.toRead = append(u.toRead, m.ID)
+				}
 				u.mu.Unlock()
 			case f.Receipt != nil || f.Receipts != nil:
-				var matched []time.Time // the send times of the receipts' messages
+				var buf [64]dmLatency // a receipts frame holds up to 64
+				lats := buf[:0]
 				u.mu.Lock()
 				u.toAck = append(u.toAck, f.ID())
 				for _, r := range f.ReceiptItems() {
-					if r.Status != "delivered" {
+					if r.Status != "delivered" && r.Status != "read" {
 						continue
 					}
-					if t, ok := u.sentAt[r.Msg]; ok {
-						delete(u.sentAt, r.Msg)
-						matched = append(matched, t)
-					} else {
-						// The recipient acked before this client read
-						// the sent answer (the node answers the sender
-						// after the store; the recipient may be faster):
-						// counted when the answer comes.
-						u.early[r.Msg] = now
+					// Absent before the sent answer (or for a repeat
+					// after all was counted: then never counted again).
+					st := u.out[r.Msg]
+					if st.delivered == 0 {
+						st.delivered = now.UnixNano()
 					}
+					if r.Status == "read" && st.read == 0 {
+						st.read = now.UnixNano()
+					}
+					lats = u.settleLocked(r.Msg, st, false, lats)
 				}
 				u.mu.Unlock()
-				for _, t := range matched {
-					receipts.Add(1)
-					if t.After(measureFrom) {
-						toRcpt.add(now.Sub(t))
-					}
-				}
+				rc.record(lats)
 			default:
 				return
 			}
@@ -190,8 +271,8 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					}
 				}
 				u.mu.Lock()
-				ids := u.toAck
-				u.toAck = nil
+				ids, reads := u.toAck, u.toRead
+				u.toAck, u.toRead = nil, nil
 				u.mu.Unlock()
 				for len(ids) > 0 {
 					n := min(len(ids), 4096)
@@ -200,6 +281,18 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						break
 					}
 					ids = ids[n:]
+				}
+				// Read after the ack, as an app shows a message it
+				// stored (a read before the ack would stand for both
+				// receipts: read implies delivered).
+				for len(reads) > 0 {
+					n := min(len(reads), wire.MaxIDs)
+					if err := u.conn.Read(reads[:n]...); err != nil {
+						errCount.Add(1)
+						break
+					}
+					readMarked.Add(int64(n))
+					reads = reads[n:]
 				}
 			}
 		}()
@@ -225,21 +318,13 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if t.After(measureFrom) {
 					toSent.add(time.Since(t))
 				}
+				var buf [2]dmLatency
 				u.mu.Lock()
-				at, early := u.early[s.ID]
-				if early {
-					delete(u.early, s.ID)
-				} else {
-					u.sentAt[s.ID] = t
-				}
+				st := u.out[s.ID]
+				st.at, st.wantRead = t.UnixNano(), wantRead(s.ID, *readFraction)
+				lats := u.settleLocked(s.ID, st, true, buf[:0])
 				u.mu.Unlock()
-				if early {
-					receipts.Add(1)
-					receiptsFirst.Add(1)
-					if t.After(measureFrom) {
-						toRcpt.add(at.Sub(t))
-					}
-				}
+				rc.record(lats)
 				sentMu.Lock()
 				sentTo[index[u.peer]][s.ID] = true
 				sentMu.Unlock()
@@ -259,7 +344,10 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var lastDel int64
 	stopProgress := startProgress(stderr, func(el time.Duration) string {
 		d := delivered.Load()
-		line := fmt.Sprintf("%4s sent=%d delivered=%d (+%d/s) receipts=%d errors=%d", el, sent.Load(), d, d-lastDel, receipts.Load(), errCount.Load())
+		line := fmt.Sprintf("%4s sent=%d delivered=%d (+%d/s) receipts=%d errors=%d", el, sent.Load(), d, d-lastDel, rc.delivered.Load(), errCount.Load())
+		if *readFraction > 0 {
+			line += fmt.Sprintf(" read=%d/%d", rc.read.Load(), readMarked.Load())
+		}
 		lastDel = d
 		return line
 	})
@@ -311,7 +399,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Let the last messages and receipts arrive.
 	deadline := time.Now().Add(*drain)
-	for time.Now().Before(deadline) && (delivered.Load() < sent.Load() || receipts.Load() < sent.Load()) {
+	for time.Now().Before(deadline) && (delivered.Load() < sent.Load() || rc.delivered.Load() < sent.Load() || rc.read.Load() < readMarked.Load()) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	stopProgress()
@@ -339,11 +427,11 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	res := dmResult{
 		Scenario: "dm", Users: *users, OfferedRate: *rate, DurationS: elapsed.Seconds(),
 		Sent: sent.Load(), Delivered: delivered.Load(), DeliveredPS: float64(sentAtEnd) / elapsed.Seconds(),
-		Receipts: receipts.Load(), ReceiptsFirst: receiptsFirst.Load(), Errors: errCount.Load(), Lost: lost, Misdelivered: misdelivered.Load(),
-		SendToSent: toSent.summary(), SendToDeliv: toDeliv.summary(), SendToRcpt: toRcpt.summary(),
+		Receipts: rc.delivered.Load(), ReceiptsFirst: rc.early.Load(), ReadMarked: readMarked.Load(), ReadReceipts: rc.read.Load(), Errors: errCount.Load(), Lost: lost, Misdelivered: misdelivered.Load(),
+		SendToSent: toSent.summary(), SendToDeliv: toDeliv.summary(), SendToRcpt: rc.toDelivered.summary(), SendToRead: rc.toRead.summary(),
 	}
 	res.NodeCPUUS, res.ToolCPUUS = cpu.perUnit(sentAtEnd)
-	report(stdout, c.jsonOut, res, [][2]string{
+	rows := [][2]string{
 		{"scenario", fmt.Sprintf("dm: %d users in %d pairs, offered %d msg/s, %s", *users, *users/2, *rate, elapsed.Truncate(time.Millisecond))},
 		{"sent (stored)", fmt.Sprintf("%d (%.0f msg/s)", res.Sent, res.DeliveredPS)},
 		{"delivered", fmt.Sprint(res.Delivered)},
@@ -354,8 +442,14 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"send → sent", fmtLat(res.SendToSent)},
 		{"send → delivery", fmtLat(res.SendToDeliv)},
 		{"send → delivered receipt", fmtLat(res.SendToRcpt)},
-		{"CPU per message (while sending)", fmtCPU(res.NodeCPUUS, res.ToolCPUUS)},
-	})
+	}
+	if *readFraction > 0 {
+		rows = append(rows,
+			[2]string{"read receipts", fmt.Sprintf("%d (of %d marked read)", res.ReadReceipts, res.ReadMarked)},
+			[2]string{"send → read receipt", fmtLat(res.SendToRead)})
+	}
+	rows = append(rows, [2]string{"CPU per message (while sending)", fmtCPU(res.NodeCPUUS, res.ToolCPUUS)})
+	report(stdout, c.jsonOut, res, rows)
 	if lost > 0 || res.Misdelivered > 0 {
 		return fmt.Errorf("LOSS: %d sent messages were not delivered, %d delivered to the wrong user", lost, res.Misdelivered)
 	}

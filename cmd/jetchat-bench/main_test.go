@@ -32,6 +32,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"chat"}, `unknown scenario "chat"`},
 		{[]string{"backlog", "--fill", "random", "--jwt-secret", string(testnode.Secret)}, `--fill "random": want interleaved or each`},
 		{[]string{"dm", "--users", "many"}, "invalid value"},
+		{[]string{"dm", "--read", "2"}, "--read 2: want a fraction from 0 to 1"},
+		{[]string{"dm", "--read", "-0.5"}, "--read -0.5: want a fraction from 0 to 1"},
+		{[]string{"dm", "--read", "NaN"}, "--read NaN: want a fraction from 0 to 1"},
 	} {
 		_, _, err := runTool(t, c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -47,7 +50,9 @@ func TestScenariosAgainstANode(t *testing.T) {
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
 	base := []string{"--url", n.URL, "--jwt-secret", string(testnode.Secret), "--json"}
 
-	out, stderr, err := runTool(t, append([]string{"dm", "--users", "10", "--rate", "200", "--duration", "2s", "--warmup", "0s", "--drain", "10s"}, base...)...)
+	// Half the messages are marked read: both receipts come for those,
+	// the delivered receipt alone for the others.
+	out, stderr, err := runTool(t, append([]string{"dm", "--users", "10", "--rate", "200", "--duration", "2s", "--warmup", "0s", "--drain", "10s", "--read", "0.5"}, base...)...)
 	if err != nil {
 		t.Fatalf("dm: %v\n%s", err, stderr)
 	}
@@ -57,6 +62,12 @@ func TestScenariosAgainstANode(t *testing.T) {
 	}
 	if dm.Sent < 300 || dm.Delivered != dm.Sent || dm.Lost != 0 || dm.Errors != 0 || dm.Misdelivered != 0 || dm.SendToDeliv.N == 0 {
 		t.Errorf("dm summary %+v: want ~400 sent, all delivered, nothing lost", dm)
+	}
+	if dm.Receipts != dm.Sent || int64(dm.SendToRcpt.N) != dm.Sent {
+		t.Errorf("dm: %d delivered receipts, %d timed, want one per message sent (%d)", dm.Receipts, dm.SendToRcpt.N, dm.Sent)
+	}
+	if dm.ReadMarked < dm.Sent/4 || dm.ReadMarked > dm.Sent*3/4 || dm.ReadReceipts != dm.ReadMarked || int64(dm.SendToRead.N) != dm.ReadMarked {
+		t.Errorf("dm: %d marked read of %d, %d read receipts, %d timed: want about half marked, a receipt timed for each", dm.ReadMarked, dm.Sent, dm.ReadReceipts, dm.SendToRead.N)
 	}
 
 	for _, fill := range []string{"interleaved", "each"} {
