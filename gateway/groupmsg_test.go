@@ -31,18 +31,7 @@ func groupNode(t *testing.T, ns *server.Server, pool *pgxpool.Pool, id string) (
 	var store *groups.Store
 	n := testnode.Start(t, ns, testnode.Options{
 		Gateway: gateway.Config{ID: id},
-		Groups: func(t testing.TB, w testnode.Wiring) testnode.Groups {
-			s, err := groups.New(groups.Config{}, pool, w.NC, w.JS, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-done })
-			store = s
-			return s
-		},
+		Groups:  testnode.PostgresGroups(pool, groups.Config{}, &store),
 	})
 	return n, store
 }

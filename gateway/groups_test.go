@@ -30,17 +30,7 @@ var _ testnode.Groups = (*groups.Store)(nil)
 func groupsNode(t *testing.T, pool *pgxpool.Pool, cfg groups.Config) *testnode.Node {
 	t.Helper()
 	return testnode.Start(t, natstest.RunJetStream(t), testnode.Options{
-		Groups: func(t testing.TB, w testnode.Wiring) testnode.Groups {
-			s, err := groups.New(cfg, pool, w.NC, w.JS, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-done })
-			return s
-		},
+		Groups: testnode.PostgresGroups(pool, cfg, nil),
 	})
 }
 

@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -25,18 +24,7 @@ func fullNode(t *testing.T) (*testnode.Node, *groups.Store) {
 	pool := pgtest.New(t)
 	var store *groups.Store
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{
-		Groups: func(t testing.TB, w testnode.Wiring) testnode.Groups {
-			s, err := groups.New(groups.Config{}, pool, w.NC, w.JS, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-done })
-			store = s
-			return s
-		},
+		Groups: testnode.PostgresGroups(pool, groups.Config{}, &store),
 		Wire: func(t testing.TB, w testnode.Wiring, deps *gateway.Deps) {
 			m, err := objectstore.New(objectstore.Config{}, w.NC, w.Resources.Media, w.Resources.MediaACL, store, w.Log)
 			if err != nil {
