@@ -29,6 +29,8 @@ type groupResult struct {
 	Receipts      int64   `json:"delivered_receipts"`
 	Errors        int64   `json:"errors"`
 	Lost          int64   `json:"lost_deliveries"`
+	Misdelivered  int64   `json:"misdelivered"` // to a member of another group, or back to its sender
+	Duplicates    int64   `json:"duplicate_deliveries"`
 	FanOut        latency `json:"fan_out_completion"`
 	SendToDeliver latency `json:"send_to_delivery"`
 	NodeCPUUS     float64 `json:"node_cpu_us_per_group_msg"`
@@ -38,7 +40,27 @@ type groupResult struct {
 // groupMsg tracks one group message until every member has it.
 type groupMsg struct {
 	sent    time.Time
+	group   int // index of its group
+	sender  int // index of its sender among the group's members
 	pending atomic.Int64
+	got     []atomic.Uint64 // members that have it, a bit each
+}
+
+func newGroupMsg(sent time.Time, group, sender, members int) *groupMsg {
+	gm := &groupMsg{sent: sent, group: group, sender: sender, got: make([]atomic.Uint64, (members+63)/64)}
+	gm.pending.Store(int64(members - 1))
+	return gm
+}
+
+// deliver notes that member (an index among the group's members) got the
+// message: it reports whether that is the member's first copy, and whether
+// it completed the fan-out.
+func (gm *groupMsg) deliver(member int) (first, complete bool) {
+	bit := uint64(1) << (member % 64)
+	if gm.got[member/64].Or(bit)&bit != 0 {
+		return false, false
+	}
+	return true, gm.pending.Add(-1) == 0
 }
 
 func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -93,6 +115,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	var (
 		sent, deliveries, receipts, errCount atomic.Int64
+		misdelivered, duplicates             atomic.Int64
 		fanOut, toDeliver                    hist
 		measureFrom                          = time.Now().Add(*warmup)
 		inflight                             sync.Map // nonce (in the body) → *groupMsg
@@ -100,7 +123,8 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	)
 	stopAck := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, conn := range conns {
+	for i, conn := range conns {
+		group, member := i / *members, i%*members
 		var mu sync.Mutex
 		var toAck []string
 		ready := make(chan struct{}, 1)
@@ -114,9 +138,15 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				if ns, err := strconv.ParseInt(parts[0], 10, 64); err == nil && time.Unix(0, ns).After(measureFrom) {
 					toDeliver.add(now.Sub(time.Unix(0, ns)))
 				}
-				if v, ok := inflight.Load(parts[min(1, len(parts)-1)]); ok {
+				if f.Message.Group != ids[group] {
+					misdelivered.Add(1)
+				} else if v, ok := inflight.Load(parts[min(1, len(parts)-1)]); ok {
 					gm := v.(*groupMsg)
-					if gm.pending.Add(-1) == 0 {
+					if gm.group != group || member == gm.sender {
+						misdelivered.Add(1)
+					} else if first, complete := gm.deliver(member); !first {
+						duplicates.Add(1)
+					} else if complete {
 						inflight.Delete(parts[1])
 						if gm.sent.After(measureFrom) {
 							fanOut.add(now.Sub(gm.sent))
@@ -182,8 +212,6 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sendCtx, stopSend := context.WithTimeout(ctx, *dur)
 	start := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
-	var all []string
-	var allMu sync.Mutex
 	r := rand.New(rand.NewPCG(uint64(start.UnixNano()), 7))
 	for done := false; !done; {
 		select {
@@ -192,11 +220,10 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			continue
 		case <-tick.C:
 		}
-		g := r.IntN(*groups)
-		sender := conns[g**members+r.IntN(*members)]
+		g, from := r.IntN(*groups), r.IntN(*members)
+		sender := conns[g**members+from]
 		t0 := time.Now()
-		gm := &groupMsg{sent: t0}
-		gm.pending.Store(int64(*members - 1))
+		gm := newGroupMsg(t0, g, from, *members)
 		key := strconv.FormatInt(nonce.Add(1), 36)
 		inflight.Store(key, gm)
 		err := sender.SendFunc(client.SendRequest{Group: ids[g], Body: strconv.FormatInt(t0.UnixNano(), 10) + "|" + key + "|" + pad}, func(s client.Sent, err error) {
@@ -206,9 +233,6 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return
 			}
 			sent.Add(1)
-			allMu.Lock()
-			all = append(all, s.ID)
-			allMu.Unlock()
 		})
 		if err != nil {
 			errCount.Add(1)
@@ -240,7 +264,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Scenario: "group", Groups: *groups, Members: *members, OfferedRate: *rate, DurationS: elapsed.Seconds(),
 		Sent: sent.Load(), SentPerS: float64(sentAtEnd) / elapsed.Seconds(),
 		Deliveries: deliveries.Load(), DeliveriesPS: float64(sentAtEnd*int64(*members-1)) / elapsed.Seconds(),
-		Receipts: receipts.Load(), Errors: errCount.Load(), Lost: lost,
+		Receipts: receipts.Load(), Errors: errCount.Load(), Lost: lost, Misdelivered: misdelivered.Load(), Duplicates: duplicates.Load(),
 		FanOut: fanOut.summary(), SendToDeliver: toDeliver.summary(),
 	}
 	res.NodeCPUUS, res.ToolCPUUS = cpu.perUnit(sentAtEnd)
@@ -251,13 +275,13 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{"delivered receipts", fmt.Sprint(res.Receipts)},
 		{"errors", fmt.Sprint(res.Errors)},
 		{"lost deliveries", fmt.Sprint(res.Lost)},
+		{"misdelivered", fmt.Sprintf("%d (%d duplicates, tolerated)", res.Misdelivered, res.Duplicates)},
 		{"fan-out completion", fmtLat(res.FanOut)},
 		{"send → delivery", fmtLat(res.SendToDeliver)},
 		{"CPU per group message (while sending)", fmtCPU(res.NodeCPUUS, res.ToolCPUUS)},
 	})
-	_ = all
-	if lost > 0 {
-		return fmt.Errorf("LOSS: %d member deliveries missing", lost)
+	if lost > 0 || res.Misdelivered > 0 {
+		return fmt.Errorf("LOSS: %d member deliveries missing, %d to the wrong user", lost, res.Misdelivered)
 	}
 	return nil
 }

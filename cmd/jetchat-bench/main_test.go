@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/natstest"
+	"github.com/jetchat/jetchat/internal/pgtest"
 	"github.com/jetchat/jetchat/internal/testnode"
 )
 
@@ -43,11 +45,11 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// TestScenariosAgainstANode runs the dm, backlog (both fill orders) and
-// connect scenarios, small, against a real node over WebSockets, and reads
+// TestScenariosAgainstANode runs the dm, backlog (both fill orders), group
+// and connect scenarios, small, against a real node over WebSockets, and reads
 // their JSON summaries: every message sent is delivered, none is lost.
 func TestScenariosAgainstANode(t *testing.T) {
-	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{Groups: testnode.PostgresGroups(pgtest.New(t), groups.Config{}, nil)})
 	base := []string{"--url", n.URL, "--jwt-secret", string(testnode.Secret), "--json"}
 
 	// Half the messages are marked read: both receipts come for those,
@@ -79,9 +81,21 @@ func TestScenariosAgainstANode(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &bl); err != nil {
 			t.Fatalf("backlog summary: %v\n%s", err, out)
 		}
-		if bl.Fill != fill || bl.Measured != 4 || bl.CatchUp.N != 4 || bl.Lost != 0 {
+		if bl.Fill != fill || bl.Measured != 4 || bl.CatchUp.N != 4 || bl.Lost != 0 || bl.Misdelivered != 0 {
 			t.Errorf("backlog --fill %s summary %+v: want 4 users caught up, nothing lost", fill, bl)
 		}
+	}
+
+	out, stderr, err = runTool(t, append([]string{"group", "--groups", "2", "--members", "5", "--rate", "50", "--duration", "2s", "--warmup", "0s", "--drain", "10s"}, base...)...)
+	if err != nil {
+		t.Fatalf("group: %v\n%s", err, stderr)
+	}
+	var gr groupResult
+	if err := json.Unmarshal([]byte(out), &gr); err != nil {
+		t.Fatalf("group summary: %v\n%s", err, out)
+	}
+	if gr.Sent < 50 || gr.Deliveries != gr.Sent*4 || gr.Lost != 0 || gr.Misdelivered != 0 || gr.Errors != 0 || int64(gr.FanOut.N) != gr.Sent {
+		t.Errorf("group summary %+v: want ~100 sent, each to the 4 other members of its group, nothing lost", gr)
 	}
 
 	out, stderr, err = runTool(t, append([]string{"connect", "--conns", "50", "--hold", "100ms"}, base...)...)
@@ -94,5 +108,30 @@ func TestScenariosAgainstANode(t *testing.T) {
 	}
 	if cr.Conns != 50 || cr.Connect.N != 50 {
 		t.Errorf("connect summary %+v: want 50 sessions opened", cr)
+	}
+}
+
+// TestGroupMessageAccounting: a member's second copy of a group message
+// is a duplicate, not a delivery that could stand in for a missing one,
+// and the fan-out completes with the last member's first copy.
+func TestGroupMessageAccounting(t *testing.T) {
+	gm := newGroupMsg(time.Now(), 0, 2, 70) // sender 2 of 70 members
+	if first, complete := gm.deliver(65); !first || complete {
+		t.Fatalf("member 65's first copy: first %v, complete %v", first, complete)
+	}
+	if first, complete := gm.deliver(65); first || complete {
+		t.Fatalf("member 65's second copy: first %v, complete %v", first, complete)
+	}
+	for m := range 70 {
+		if m == 2 || m == 65 {
+			continue
+		}
+		first, complete := gm.deliver(m)
+		if !first || complete != (m == 69) {
+			t.Fatalf("member %d: first %v, complete %v", m, first, complete)
+		}
+	}
+	if p := gm.pending.Load(); p != 0 {
+		t.Errorf("%d pending after all 69 other members", p)
 	}
 }
