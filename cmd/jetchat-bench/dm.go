@@ -180,11 +180,9 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rc                                                  = &dmReceipts{measureFrom: measureFrom.UnixNano()}
 	)
 	us := make([]*dmUser, *users)
-	byName := map[string]*dmUser{}
 	for i := range us {
 		peer := i ^ 1
 		us[i] = &dmUser{id: names[i], peer: names[peer], conn: conns[i], out: map[string]dmSent{}, got: map[string]bool{}, ackReady: make(chan struct{}, 1)}
-		byName[names[i]] = us[i]
 	}
 	sentTo := make([]map[string]bool, *users) // recipient index → ids sent to it
 	var sentMu sync.Mutex
@@ -229,7 +227,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				u.mu.Lock()
 				u.toAck = append(u.toAck, f.ID())
 				for _, r := range f.ReceiptItems() {
-					if r.Status != "delivered" && r.Status != "read" {
+					if r.Status != wire.StatusDelivered && r.Status != wire.StatusRead {
 						continue
 					}
 					// Absent before the sent answer (or for a repeat
@@ -238,7 +236,7 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if st.delivered == 0 {
 						st.delivered = now.UnixNano()
 					}
-					if r.Status == "read" && st.read == 0 {
+					if r.Status == wire.StatusRead && st.read == 0 {
 						st.read = now.UnixNano()
 					}
 					lats = u.settleLocked(r.Msg, st, false, lats)
@@ -394,7 +392,6 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	stopSend()
 	elapsed := time.Since(start)
 	cpu.stop(ctx)
-	deliveredAtEnd := delivered.Load()
 	sentAtEnd := sent.Load()
 
 	// Let the last messages and receipts arrive.
@@ -419,7 +416,6 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		u.mu.Unlock()
 	}
 	sentMu.Unlock()
-	_ = deliveredAtEnd
 	if *timeline > 0 {
 		fmt.Fprintln(stderr, "send → delivery by time of delivery:")
 		toDeliv.timeline(stderr, *timeline)

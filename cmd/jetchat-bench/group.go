@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetchat/jetchat/client"
+	"github.com/jetchat/jetchat/internal/wire"
 )
 
 type groupResult struct {
@@ -158,7 +159,7 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				mu.Unlock()
 			case f.Receipt != nil || f.Receipts != nil:
 				for _, r := range f.ReceiptItems() {
-					if r.Status == "delivered" {
+					if r.Status == wire.StatusDelivered {
 						receipts.Add(1)
 					}
 				}
