@@ -6,7 +6,9 @@
 #   scripts/bench.sh "--fsync always" dm --users 1000 --rate 3000 --duration 20s
 # Binaries go to $BIN (default /tmp/jetchat-bin); the node's data to a fresh
 # temporary folder, removed afterwards. The node's log is $BIN/node.log.
-# NODE_GOGC, when set, is the node's GOGC (the load tool keeps its own).
+# NODE_GOGC, when set, is the node's GOGC; GOGC, when set, is the load tool's
+# (and the node's, without NODE_GOGC). Unset, the node runs at 100 and the
+# tool at its own default, 400.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-/tmp/jetchat-bin}

@@ -19,11 +19,23 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 )
 
+// toolGOGC is the load tool's collector setting when GOGC is not set. The
+// tool keeps every message's timings and ids for its accounting; with Go's
+// default (100) it collects about once a second in a dm run, and each
+// collection holds up the goroutines reading frames for 10-20 ms, which
+// the latency figures would charge to the node (docs/benchmarks.md,
+// "6 December"). The tool's memory is not what it measures.
+const toolGOGC = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(toolGOGC)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
