@@ -9,6 +9,8 @@
 //
 // Tokens are minted with the node's HS256 secret: --data (the node's data
 // folder, default ./data) or --jwt-secret, like `jetchat token`.
+//
+// The tool runs its own collector at GOGC=400 unless GOGC is set (toolGOGC).
 package main
 
 import (
