@@ -2,7 +2,12 @@ package delivery
 
 import (
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/jetchat/jetchat/internal/ident"
 )
 
 // Config tunes the delivery service. The zero value of a field means its
@@ -56,6 +61,12 @@ type Config struct {
 	// The server may have matched a record against the old ones just
 	// before the new ones arrived and still be handing it over. Default 1 s.
 	LiveSwitchGrace time.Duration
+	// GatewayID names this node's send index records (cids.<id> in
+	// natsx.StreamCids). Default: a random id.
+	GatewayID string
+	// CidFlush is how often this node stores the keys of the sends it
+	// stored, for the other nodes' send index. Default 1 s.
+	CidFlush time.Duration
 	// Now is the clock (tests may set it).
 	Now func() time.Time
 }
@@ -73,6 +84,7 @@ func Defaults() Config {
 		PublishTimeout:  10 * time.Second,
 		ScanLimit:       50000,
 		LiveSwitchGrace: time.Second,
+		CidFlush:        time.Second,
 		Now:             time.Now,
 	}
 }
@@ -109,8 +121,20 @@ func (c Config) withDefaults() (Config, error) {
 	if c.LiveSwitchGrace == 0 {
 		c.LiveSwitchGrace = d.LiveSwitchGrace
 	}
+	if c.CidFlush == 0 {
+		c.CidFlush = d.CidFlush
+	}
+	if c.GatewayID == "" {
+		c.GatewayID = nuid.Next()
+	}
 	if c.Now == nil {
 		c.Now = d.Now
+	}
+	if !ident.ValidToken(c.GatewayID) {
+		return c, fmt.Errorf("delivery: gateway id %q must match ^[A-Za-z0-9_-]{1,64}$", c.GatewayID)
+	}
+	if c.CidFlush < 0 {
+		return c, errors.New("delivery: the send index's flush interval must not be negative")
 	}
 	if c.Window < 16 || c.ReadBatch < 1 || c.ReceiptDelay < 0 || c.ReceiptSpacing < 0 || c.CursorFlush < 0 || c.ScanLimit < 100 || c.LiveSwitchGrace < 0 {
 		return c, errors.New("delivery: window must be at least 16, read batch at least 1, scan limit at least 100, durations not negative")

@@ -124,6 +124,7 @@ func newNode(t testing.TB, cfg Config, withGroups bool) (*Service, *groups.Store
 	wg.Add(1)
 	go func() { defer wg.Done(); s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	<-s.SendIndexReady() // its subscription in place: tests count them
 	return s, gs
 }
 

@@ -28,6 +28,18 @@ func (d *Device) Send(ctx context.Context, req chat.SendRequest) (chat.Sent, err
 }
 
 func (s *Service) send(ctx context.Context, from, device string, req chat.SendRequest, copyToSelf bool) (chat.Sent, error) {
+	if out, ok, err := s.cids.lookup(ctx, from, req.CID); err != nil || ok {
+		return out, err
+	}
+	out, err := s.store(ctx, from, device, req, copyToSelf)
+	if err == nil {
+		s.cids.remember(from, req.CID, out)
+	}
+	return out, err
+}
+
+// store stores a 1:1 message (and its copy for the sender's devices).
+func (s *Service) store(ctx context.Context, from, device string, req chat.SendRequest, copyToSelf bool) (chat.Sent, error) {
 	ts := s.cfg.Now().UnixMilli()
 	// With other devices, the copy for them is stored first: its sequence
 	// makes the message id, and every receipt, stored after the message,
@@ -100,6 +112,9 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 	if !ok {
 		return chat.Sent{}, fmt.Errorf("%w: no such group", ErrNotFound)
 	}
+	if out, ok, err := s.cids.lookup(ctx, from, req.CID); err != nil || ok {
+		return out, err
+	}
 	ts := s.cfg.Now().UnixMilli()
 	m := newMessageRecord(natsx.Group(req.Group), "m:", KindMessage, "", from, device, req, ts)
 	ack, err := s.publish(ctx, m)
@@ -114,6 +129,7 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 	} else {
 		s.m.MessagesSent.Inc()
 	}
+	s.cids.remember(from, req.CID, out)
 	return out, nil
 }
 

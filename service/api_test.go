@@ -135,7 +135,7 @@ func TestServiceCannotForge(t *testing.T) {
 	bot := connectService(t, s, "svc-echo")
 
 	// Core publishes to the subjects every gateway trusts.
-	for _, subj := range []string{"chat.u.bob", "live.u.bob", "presence.bob", "jetchat.groups.changed.g1", "$KV.jetchat_devices.bob"} {
+	for _, subj := range []string{"chat.u.bob", "live.u.bob", "presence.bob", "cids.gw1", "jetchat.groups.changed.g1", "$KV.jetchat_devices.bob"} {
 		m := nats.NewMsg(subj)
 		m.Header.Set("Jc-Kind", "msg")
 		m.Header.Set("Jc-From", "alice")

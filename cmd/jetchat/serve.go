@@ -50,6 +50,7 @@ type serveFlags struct {
 	replicas                     int
 	retention                    time.Duration
 	dedupWindow                  time.Duration
+	storeDedupWindow             time.Duration
 	sendRate                     float64
 	sendBurst                    int
 	window                       int
@@ -84,6 +85,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (3 on a 3-node NATS cluster)")
 	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long messages and receipts are kept")
 	fs.DurationVar(&f.dedupWindow, "dedup-window", 15*time.Minute, "how long a repeated send (same user and cid) is recognised")
+	fs.DurationVar(&f.storeDedupWindow, "dedup-store-window", 2*time.Minute, "the message log's own duplicate window, in the NATS servers' memory: a retried store, and the moment until every gateway has read another's send index (the rest of --dedup-window is in the gateways' send index); at least 30s, and --dedup-window when that is shorter")
 	fs.Float64Var(&f.sendRate, "send-rate", 30, "sends per second allowed per user")
 	fs.IntVar(&f.sendBurst, "send-burst", 60, "sends a user may make at once")
 	fs.IntVar(&f.window, "window", 4096, "records a device may hold unacknowledged before delivery to it pauses")
@@ -124,6 +126,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if f.dedupWindow > f.retention {
 		return usageError{"--dedup-window must not be longer than --retention (JetStream forgets a record's id when the record expires)"}
+	}
+	if f.storeDedupWindow < 30*time.Second && f.storeDedupWindow < f.dedupWindow {
+		return usageError{"--dedup-store-window must be at least 30s (a retried store, and the gateways' reading of each other's send index), or cover --dedup-window"}
 	}
 	if err := os.MkdirAll(f.keys.data, 0o755); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
@@ -204,7 +209,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	res, err := natsx.Ensure(ectx, js, natsx.Settings{Replicas: f.replicas, Retention: f.retention, DedupWindow: f.dedupWindow})
+	res, err := natsx.Ensure(ectx, js, natsx.Settings{Replicas: f.replicas, Retention: f.retention, DedupWindow: f.dedupWindow, StoreDedupWindow: f.storeDedupWindow})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("set up JetStream (is JetStream enabled on %s?): %w", orEmbedded(f.natsURL), err)
@@ -240,6 +245,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ReceiptDelay:   f.receiptDelay,
 		ReceiptSpacing: f.receiptSpacing,
 		CursorFlush:    f.cursorFlush,
+		GatewayID:      subjectToken(f.gatewayID),
 	}, nc, js, res, gstore, m, log)
 	if err != nil {
 		return err
@@ -286,6 +292,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 				return nil
 			default:
 				return errors.New("the service API is not subscribed yet")
+			}
+		}},
+		// Sends wait until the send index holds the dedup window.
+		{Name: "send_index", Check: func(context.Context) error {
+			select {
+			case <-dsvc.SendIndexReady():
+				return nil
+			default:
+				return errors.New("the send index is still loading")
 			}
 		}},
 		// Until the live gateways are loaded the ring is empty and routing
@@ -353,6 +368,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	g.Go(func() error {
 		dsvc.FollowGateways(gctx, owners.Changed, func() bool { return owners.Ring().Only(f.gatewayID) })
 		return nil
+	})
+	// A gateway that crashed may not have stored the keys of its last
+	// sends in the send index's stream: read them from the message log.
+	regEvents, stopRegEvents := reg.Subscribe()
+	g.Go(func() error {
+		defer stopRegEvents()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case ev, ok := <-regEvents:
+				if !ok {
+					return nil
+				}
+				if ev.Kind == registry.Left && ev.Expired && ev.Gateway.ID != f.gatewayID {
+					if err := dsvc.IndexRecentSends(gctx); err != nil && gctx.Err() == nil {
+						log.Warn("read a crashed gateway's last sends into the send index", "gateway", ev.Gateway.ID, "err", err)
+					}
+				}
+			}
+		}
 	})
 	grCtx, stopGroups := context.WithCancel(context.Background())
 	defer stopGroups()
@@ -440,4 +476,23 @@ func orEmbedded(url string) string {
 		return "embedded"
 	}
 	return url
+}
+
+// subjectToken turns a gateway id (a host name by default) into a NATS
+// subject token: characters other than letters, digits, '_' and '-'
+// become '_'.
+func subjectToken(id string) string {
+	b := []byte(id)
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "gateway"
+	}
+	return string(b)
 }

@@ -45,6 +45,11 @@ type Metrics struct {
 	// BacklogReaders counts catch-up sources read through a consumer of
 	// their own because their backlog was long (delivery.Config.LongBacklog).
 	BacklogReaders prometheus.Counter
+	// SendIndexEntries is the number of sends the send index holds (the
+	// whole cluster's sends of the dedup window); SendIndexBytes the memory
+	// its tables take.
+	SendIndexEntries prometheus.Gauge
+	SendIndexBytes   prometheus.Gauge
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -80,6 +85,10 @@ func New() *Metrics {
 			Name: "jetchat_missed_records_total", Help: "Device sources (inbox, groups) in which the check against the message log's leader found a record that both the catch-up read and the live copies missed."}),
 		BacklogReaders: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jetchat_catchup_backlog_readers_total", Help: "Catch-up sources read through a consumer of their own because their backlog was long."}),
+		SendIndexEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "jetchat_send_index_entries", Help: "Sends held by the send index (every gateway's sends of the dedup window), expired ones not yet dropped included."}),
+		SendIndexBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "jetchat_send_index_bytes", Help: "Memory held by the send index's tables (no pointers: not scanned by the collector)."}),
 	}
 	r.MustRegister(
 		// go_gc_heap_live_bytes: the heap the last GC found live, the
@@ -90,6 +99,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.FramesIn, m.FramesOut, m.SessionWrites, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
 		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed, m.MissedRecords, m.BacklogReaders,
+		m.SendIndexEntries, m.SendIndexBytes,
 	)
 	return m
 }

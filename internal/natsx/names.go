@@ -15,6 +15,11 @@ const (
 	// StreamMsgs is the message log: every user's inbox (1:1 messages,
 	// copies of the user's own sends for its other devices, receipts).
 	StreamMsgs = "JETCHAT_MSGS"
+	// StreamCids is the send index's log: each gateway stores, about once a
+	// second, one record on cids.<gateway> holding the (user, cid) keys of
+	// the sends it stored since the last, so that every gateway recognises a
+	// repeated send for the whole dedup window, whichever gateway stored it.
+	StreamCids = "JETCHAT_CIDS"
 	// BucketDevices is the KV bucket of per-user device records: the
 	// delivery cursor of each device.
 	BucketDevices = "jetchat_devices"
@@ -40,6 +45,8 @@ const (
 	GroupPrefix = "chat.g."
 	// LiveGroupPrefix is where group records are republished: live.g.<group>.
 	LiveGroupPrefix = "live.g."
+	// CidsPrefix starts the subjects of StreamCids: cids.<gateway>.
+	CidsPrefix = "cids."
 	// PresencePrefix starts the core NATS subjects on which a user's presence
 	// record is published after every change: presence.<user>.
 	PresencePrefix = "presence."
@@ -51,6 +58,9 @@ func Inbox(user string) string { return InboxPrefix + user }
 // Live is the core NATS subject on which a user's stored inbox records are
 // republished.
 func Live(user string) string { return LivePrefix + user }
+
+// Cids is the StreamCids subject of a gateway's send index records.
+func Cids(gateway string) string { return CidsPrefix + gateway }
 
 // Group is the stream subject of a group.
 func Group(id string) string { return GroupPrefix + id }
@@ -130,7 +140,7 @@ func PresenceFeed(user string) string { return PresenceFeedPrefix + user }
 // and the object store buckets (`nats object ls`). docs/operations.md
 // documents each; a test holds the three together.
 func Inventory() (streams, keyValue, objects []string) {
-	return []string{StreamMsgs},
+	return []string{StreamCids, StreamMsgs},
 		[]string{BucketDevices, BucketGateways, BucketMediaACL, BucketPresence},
 		[]string{BucketMedia}
 }
@@ -143,13 +153,18 @@ type Settings struct {
 	// Retention is how long messages and receipts are kept in the message log.
 	Retention time.Duration
 	// DedupWindow is how long a repeated send (same user and cid) is
-	// recognised.
+	// recognised: how long StreamCids keeps its records.
 	DedupWindow time.Duration
+	// StoreDedupWindow is the message log's own duplicate window
+	// (JetStream's, kept in the servers' memory): long enough for a retried
+	// store and for every gateway to have read the others' send index
+	// records. Zero, or longer than DedupWindow: DedupWindow.
+	StoreDedupWindow time.Duration
 }
 
 // DefaultSettings are the settings of a single node.
 func DefaultSettings() Settings {
-	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute}
+	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute, StoreDedupWindow: 2 * time.Minute}
 }
 
 // MaxRecord is the largest record stored in the message log: a 64 KiB body
@@ -168,9 +183,34 @@ func MsgsStream(s Settings) jetstream.StreamConfig {
 		MaxAge:      s.Retention,
 		MaxMsgSize:  MaxRecord,
 		Discard:     jetstream.DiscardOld,
-		Duplicates:  s.DedupWindow,
+		Duplicates:  s.storeDedupWindow(),
 		AllowDirect: true,
 		RePublish:   &jetstream.RePublish{Source: "chat.>", Destination: "live.>"},
+	}
+}
+
+func (s Settings) storeDedupWindow() time.Duration {
+	if s.StoreDedupWindow == 0 || s.StoreDedupWindow > s.DedupWindow {
+		return s.DedupWindow
+	}
+	return s.StoreDedupWindow
+}
+
+// CidsStream is the configuration of StreamCids: records are kept a
+// minute longer than the dedup window, so that a gateway starting up reads
+// every key still in the window.
+func CidsStream(s Settings) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamCids,
+		Description: "jetchat send index: per gateway (cids.<gateway>), batches of the (user, cid) keys of stored sends, read by every gateway to answer a repeated send within the dedup window",
+		Subjects:    []string{CidsPrefix + "*"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.Replicas,
+		MaxAge:      s.DedupWindow + time.Minute,
+		MaxMsgSize:  MaxRecord,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
 	}
 }
 
@@ -248,6 +288,7 @@ const GatewayGoneTTL = 30 * 24 * time.Hour
 // Resources is what Ensure created or found.
 type Resources struct {
 	Msgs     jetstream.Stream
+	Cids     jetstream.Stream
 	Devices  jetstream.KeyValue
 	Media    jetstream.ObjectStore
 	MediaACL jetstream.KeyValue
@@ -271,6 +312,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Resources
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", StreamMsgs, err)
+	}
+	err = ensureRetry(ctx, func(ctx context.Context) (err error) {
+		r.Cids, err = js.CreateOrUpdateStream(ctx, CidsStream(s))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", StreamCids, err)
 	}
 	for _, kv := range []struct {
 		cfg jetstream.KeyValueConfig

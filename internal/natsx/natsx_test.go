@@ -34,8 +34,15 @@ func TestEnsureIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := info.CachedInfo().Config
-	if cfg.Description == "" || !cfg.AllowDirect || cfg.RePublish == nil || cfg.Duplicates != 15*time.Minute {
-		t.Errorf("stream config = %+v, want description, direct gets, republish and a 15m duplicate window", cfg)
+	if cfg.Description == "" || !cfg.AllowDirect || cfg.RePublish == nil || cfg.Duplicates != 2*time.Minute {
+		t.Errorf("stream config = %+v, want description, direct gets, republish and a 2m duplicate window", cfg)
+	}
+	cids, err := js.Stream(ctx, natsx.StreamCids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cids.CachedInfo().Config; c.Description == "" || c.MaxAge != 16*time.Minute || len(c.Subjects) != 1 || c.Subjects[0] != "cids.*" {
+		t.Errorf("send index stream config = %+v, want a description, cids.* kept 16m", c)
 	}
 }
 

@@ -1,0 +1,359 @@
+package delivery
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/cidindex"
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// cidFeed is a node's send index: it answers a repeated send (same user,
+// same cid) for the whole dedup window without JetStream, whose duplicate
+// table holds its ids in the servers' heaps, where the collector marks them
+// on every cycle. The index holds no pointers. Every send this node stores
+// goes into it and, within CidFlush, into one record on cids.<gateway> in
+// StreamCids; every node reads every gateway's records, so a send stored
+// on one node is known on all of them a moment later. The message log's own
+// duplicate window (natsx.Settings.StoreDedupWindow) covers that moment and
+// a retried store.
+//
+// At start the feed reads StreamCids (the whole window), then the message
+// log's records of the last store window: the sends a node stored before
+// it stopped without writing their keys (a crash) are there. Sends wait
+// until both are read.
+type cidFeed struct {
+	svc     *Service
+	idx     *cidindex.Table
+	subject string
+	window  time.Duration // the dedup window (how long StreamCids keeps records, less a minute)
+	store   time.Duration // the message log's own duplicate window
+
+	mu       sync.Mutex
+	pending  []byte    // entries not yet stored on StreamCids
+	oldest   time.Time // when the first of pending was added
+	inflight time.Time // when the first entry of the batch being stored was added (zero: none)
+
+	ready   chan struct{} // closed once the window is read
+	loadErr error         // set before ready is closed
+}
+
+// cidEntrySize is the size of one entry in a StreamCids record: the key's
+// two hashes, the message's sequence, its id's sequence, its time.
+const cidEntrySize = 40
+
+// maxCidEntries bounds the entries in one StreamCids record.
+const maxCidEntries = natsx.MaxRecord / cidEntrySize
+
+func newCidFeed(s *Service, gateway string, window, store time.Duration) *cidFeed {
+	return &cidFeed{
+		svc: s, idx: cidindex.New(window), subject: natsx.Cids(gateway),
+		window: window, store: store, ready: make(chan struct{}),
+	}
+}
+
+// SendIndexReady is closed once the send index holds the dedup window:
+// sends wait until then. /readyz reports it.
+func (s *Service) SendIndexReady() <-chan struct{} { return s.cids.ready }
+
+// IndexRecentSends reads the message log's sends of the last store window
+// (and a minute) into the send index. Call it when another gateway has
+// stopped without a clean shutdown: the keys of its last second of sends
+// may never have reached StreamCids, and its users' repeats now come here.
+func (s *Service) IndexRecentSends(ctx context.Context) error {
+	select {
+	case <-s.cids.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.cids.loadLog(ctx)
+}
+
+// lookup answers a repeated send from the index. It waits until the
+// index holds the window.
+func (f *cidFeed) lookup(ctx context.Context, from, cid string) (chat.Sent, bool, error) {
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		return chat.Sent{}, false, fmt.Errorf("%w: the send index is still loading", ErrUnavailable)
+	}
+	if f.loadErr != nil {
+		return chat.Sent{}, false, fmt.Errorf("%w: send index: %v", ErrUnavailable, f.loadErr)
+	}
+	if f.stale() {
+		return chat.Sent{}, false, fmt.Errorf("%w: the send index cannot be stored", ErrUnavailable)
+	}
+	e, ok := f.idx.Get(cidindex.KeyOf(from, cid), f.svc.cfg.Now())
+	if !ok {
+		return chat.Sent{}, false, nil
+	}
+	return chat.Sent{ID: MessageID(e.IDSeq), TS: e.TS, Seq: e.Seq, Duplicate: true}, true, nil
+}
+
+// stale reports whether keys have waited to be stored for longer than
+// half the store window: past it, another node could miss them. When the
+// message log's own window covers the whole dedup window, it never is.
+func (f *cidFeed) stale() bool {
+	if f.store >= f.window {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	since := f.inflight
+	if len(f.pending) > 0 && (since.IsZero() || f.oldest.Before(since)) {
+		since = f.oldest
+	}
+	return !since.IsZero() && f.svc.cfg.Now().Sub(since) > f.store/2
+}
+
+// remember records a stored send.
+func (f *cidFeed) remember(from, cid string, out chat.Sent) {
+	idSeq := out.Seq
+	if p, ok := parseID(out.ID); ok && !p.receipt {
+		idSeq = p.seq
+	}
+	k := cidindex.KeyOf(from, cid)
+	e := cidindex.Entry{Seq: out.Seq, IDSeq: idSeq, TS: out.TS}
+	now := f.svc.cfg.Now()
+	if !f.idx.Put(k, e, now) {
+		return
+	}
+	f.mu.Lock()
+	if len(f.pending) == 0 {
+		f.oldest = now
+	}
+	f.pending = appendCidEntry(f.pending, k, e)
+	f.mu.Unlock()
+}
+
+func appendCidEntry(b []byte, k cidindex.Key, e cidindex.Entry) []byte {
+	b = binary.LittleEndian.AppendUint64(b, k.A)
+	b = binary.LittleEndian.AppendUint64(b, k.B)
+	b = binary.LittleEndian.AppendUint64(b, e.Seq)
+	b = binary.LittleEndian.AppendUint64(b, e.IDSeq)
+	return binary.LittleEndian.AppendUint64(b, uint64(e.TS))
+}
+
+// decodeCidEntries calls fn for each entry of a StreamCids record.
+func decodeCidEntries(b []byte, fn func(cidindex.Key, cidindex.Entry)) error {
+	if len(b)%cidEntrySize != 0 {
+		return fmt.Errorf("send index record of %d bytes: not a whole number of entries", len(b))
+	}
+	for ; len(b) > 0; b = b[cidEntrySize:] {
+		k := cidindex.Key{A: binary.LittleEndian.Uint64(b), B: binary.LittleEndian.Uint64(b[8:])}
+		e := cidindex.Entry{
+			Seq:   binary.LittleEndian.Uint64(b[16:]),
+			IDSeq: binary.LittleEndian.Uint64(b[24:]),
+			TS:    int64(binary.LittleEndian.Uint64(b[32:])),
+		}
+		fn(k, e)
+	}
+	return nil
+}
+
+// run loads the window, then stores the pending keys every CidFlush and
+// drops expired ones, until ctx ends; it stores what is pending last.
+func (f *cidFeed) run(ctx context.Context) {
+	cc, err := f.load(ctx)
+	f.loadErr = err
+	close(f.ready)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.svc.log.Error("load the send index", "err", err)
+		}
+		return
+	}
+	defer cc.Stop()
+	tick := time.NewTicker(f.svc.cfg.CidFlush)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), f.svc.cfg.PublishTimeout)
+			if err := f.flush(fctx); err != nil {
+				f.svc.log.Warn("store the send index", "err", err)
+			}
+			cancel()
+			return
+		case <-tick.C:
+			fctx, cancel := context.WithTimeout(ctx, f.svc.cfg.PublishTimeout)
+			if err := f.flush(fctx); err != nil && ctx.Err() == nil {
+				f.svc.log.Warn("store the send index", "err", err)
+			}
+			cancel()
+			f.idx.Expire(f.svc.cfg.Now())
+			f.svc.m.SendIndexEntries.Set(float64(f.idx.Len()))
+			f.svc.m.SendIndexBytes.Set(float64(f.idx.Bytes()))
+		}
+	}
+}
+
+// flush stores the pending keys, in records of at most maxCidEntries.
+// Keys whose store fails stay pending.
+func (f *cidFeed) flush(ctx context.Context) error {
+	f.mu.Lock()
+	b := f.pending
+	f.pending = nil
+	if len(b) > 0 {
+		f.inflight = f.oldest
+	}
+	f.mu.Unlock()
+	for len(b) > 0 {
+		n := min(len(b), maxCidEntries*cidEntrySize)
+		if _, err := f.svc.js.PublishMsg(ctx, &nats.Msg{Subject: f.subject, Data: b[:n]}); err != nil {
+			f.mu.Lock()
+			f.pending = append(b, f.pending...)
+			f.oldest, f.inflight = f.inflight, time.Time{}
+			f.mu.Unlock()
+			return fmt.Errorf("store %d keys on %s: %w", len(b)/cidEntrySize, f.subject, err)
+		}
+		b = b[n:]
+	}
+	f.mu.Lock()
+	f.inflight = time.Time{}
+	f.mu.Unlock()
+	return nil
+}
+
+// load reads every node's StreamCids records, and keeps reading them as
+// they come (the returned consume context), then reads the message log's
+// records of the last store window (with a margin for clocks).
+func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
+	info, err := f.svc.cidsStream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("send index state: %w", err)
+	}
+	upTo := info.State.LastSeq
+	cons, err := f.svc.js.OrderedConsumer(ctx, natsx.StreamCids, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("read the send index: %w", err)
+	}
+	caught := make(chan struct{})
+	var once sync.Once
+	if upTo == 0 {
+		once.Do(func() { close(caught) })
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		now := f.svc.cfg.Now()
+		if err := decodeCidEntries(m.Data(), func(k cidindex.Key, e cidindex.Entry) { f.idx.Put(k, e, now) }); err != nil {
+			f.svc.log.Warn("send index record", "subject", m.Subject(), "err", err)
+		}
+		if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= upTo {
+			once.Do(func() { close(caught) })
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the send index: %w", err)
+	}
+	select {
+	case <-caught:
+	case <-ctx.Done():
+		cc.Stop()
+		return nil, ctx.Err()
+	}
+	if err := f.loadLog(ctx); err != nil {
+		cc.Stop()
+		return nil, err
+	}
+	return cc, nil
+}
+
+// loadLog reads the headers of the message log's records of the last store
+// window and indexes the sends among them.
+func (f *cidFeed) loadLog(ctx context.Context) error {
+	last, err := f.svc.lastLogSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if last == 0 {
+		return nil
+	}
+	from := f.svc.cfg.Now().Add(-f.store - time.Minute)
+	cons, err := f.svc.js.CreateConsumer(ctx, natsx.StreamMsgs, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &from,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("read the message log's last sends: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := f.svc.js.DeleteConsumer(dctx, natsx.StreamMsgs, cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			f.svc.log.Warn("remove the send index's reader of the message log", "err", err)
+		}
+	}()
+	if cons.CachedInfo().NumPending == 0 {
+		return nil
+	}
+	for {
+		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(250*time.Millisecond))
+		if err != nil {
+			return fmt.Errorf("read the message log's last sends: %w", err)
+		}
+		n := 0
+		var seq, pending uint64
+		now := f.svc.cfg.Now()
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("read the message log's last sends: %w", err)
+			}
+			seq, pending = md.Sequence.Stream, md.NumPending
+			if k, e, ok := sendKey(m.Headers(), seq); ok {
+				f.idx.Put(k, e, now)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("read the message log's last sends: %w", err)
+		}
+		if seq >= last || n == 0 || pending == 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// sendKey reads the index entry of a stored message from its headers:
+// messages carry Nats-Msg-Id m:<sender>:<cid>.
+func sendKey(h nats.Header, seq uint64) (cidindex.Key, cidindex.Entry, bool) {
+	rest, ok := strings.CutPrefix(h.Get(hdrMsgID), "m:")
+	if !ok {
+		return cidindex.Key{}, cidindex.Entry{}, false
+	}
+	from, cid, ok := strings.Cut(rest, ":")
+	if !ok || from == "" || cid == "" {
+		return cidindex.Key{}, cidindex.Entry{}, false
+	}
+	ts, err := strconv.ParseInt(h.Get(HdrTS), 10, 64)
+	if err != nil {
+		return cidindex.Key{}, cidindex.Entry{}, false
+	}
+	e := cidindex.Entry{Seq: seq, IDSeq: seq, TS: ts}
+	if id := h.Get(HdrID); id != "" {
+		p, ok := parseID(id)
+		if !ok || p.receipt {
+			return cidindex.Key{}, cidindex.Entry{}, false
+		}
+		e.IDSeq = p.seq
+	}
+	return cidindex.KeyOf(from, cid), e, true
+}

@@ -1,0 +1,245 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/chat"
+	"github.com/jetchat/jetchat/internal/cidindex"
+	"github.com/jetchat/jetchat/internal/metrics"
+	"github.com/jetchat/jetchat/internal/natstest"
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// cidNode is a node (a delivery service with its own NATS connection) on
+// ns, with the given windows. stop ends it as SIGTERM would; crash closes
+// its connection first, so nothing pending reaches the log.
+type cidNode struct {
+	*Service
+	stop, crash func()
+}
+
+func startCidNode(t *testing.T, ns *server.Server, set natsx.Settings, cfg Config) *cidNode {
+	t.Helper()
+	nc, js := natstest.Connect(t, ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	res, err := natsx.Ensure(ctx, js, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, nc, js, res, nil, metrics.New(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.Run(ctx) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	select {
+	case <-s.SendIndexReady():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the send index did not load")
+	}
+	return &cidNode{Service: s, stop: stop, crash: func() { nc.Close(); stop() }}
+}
+
+// shortWindows keeps a send's cid for 20 s, the message log's own
+// duplicate window only 300 ms: a repeat after that is the index's to
+// recognise.
+var shortWindows = natsx.Settings{Replicas: 1, Retention: time.Hour, DedupWindow: 20 * time.Second, StoreDedupWindow: 300 * time.Millisecond}
+
+func storedFor(t *testing.T, s *Service, user string) uint64 {
+	t.Helper()
+	st, err := s.js.Stream(context.Background(), natsx.StreamMsgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(natsx.Inbox(user)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[natsx.Inbox(user)]
+}
+
+func sendOn(t *testing.T, s *Service, cid, to string) chat.Sent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := s.send(ctx, "alice", "phone", chat.SendRequest{CID: cid, To: to, Body: "hello " + cid}, false)
+	if err != nil {
+		t.Fatalf("send %s: %v", cid, err)
+	}
+	return out
+}
+
+// sameSend checks that again answers the send first answered.
+func sameSend(t *testing.T, first, again chat.Sent) {
+	t.Helper()
+	if again.ID != first.ID || again.TS != first.TS || again.Seq != first.Seq || !again.Duplicate {
+		t.Errorf("repeat answered %+v, want the first answer %+v marked duplicate", again, first)
+	}
+}
+
+// pastStoreWindow waits until the message log no longer recognises a send
+// made before the call.
+func pastStoreWindow() { time.Sleep(shortWindows.StoreDedupWindow + 400*time.Millisecond) }
+
+func TestRepeatAfterTheStoreWindowIsTheFirstSend(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
+	first := sendOn(t, a.Service, "c1", "bob")
+	pastStoreWindow()
+	sameSend(t, first, sendOn(t, a.Service, "c1", "bob"))
+	if n := storedFor(t, a.Service, "bob"); n != 1 {
+		t.Errorf("bob's inbox holds %d records, want 1", n)
+	}
+	// Another cid is another message.
+	if other := sendOn(t, a.Service, "c2", "bob"); other.ID == first.ID || other.Duplicate {
+		t.Errorf("a new cid answered %+v", other)
+	}
+}
+
+func TestRepeatOnAnotherNode(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
+	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
+	first := sendOn(t, a.Service, "c1", "bob")
+	pastStoreWindow() // and long past a's flush and b's read of it
+	sameSend(t, first, sendOn(t, b.Service, "c1", "bob"))
+	if n := storedFor(t, a.Service, "bob"); n != 1 {
+		t.Errorf("bob's inbox holds %d records, want 1", n)
+	}
+}
+
+func TestRepeatAfterARestart(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour}) // stored only at shutdown
+	first := sendOn(t, a.Service, "c1", "bob")
+	a.stop()
+	pastStoreWindow()
+	c := startCidNode(t, ns, shortWindows, Config{})
+	sameSend(t, first, sendOn(t, c.Service, "c1", "bob"))
+	if n := storedFor(t, c.Service, "bob"); n != 1 {
+		t.Errorf("bob's inbox holds %d records, want 1", n)
+	}
+}
+
+func TestRepeatAfterACrashBeforeTheKeysWereStored(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
+	first := sendOn(t, a.Service, "c1", "bob")
+	a.crash() // its keys never reach the send index's stream
+	pastStoreWindow()
+	// A node starting now reads the message log's last sends itself.
+	c := startCidNode(t, ns, shortWindows, Config{})
+	sameSend(t, first, sendOn(t, c.Service, "c1", "bob"))
+	if n := storedFor(t, c.Service, "bob"); n != 1 {
+		t.Errorf("bob's inbox holds %d records, want 1", n)
+	}
+}
+
+func TestRepeatAfterTheWindowIsANewSend(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	set := shortWindows
+	set.DedupWindow = time.Second
+	a := startCidNode(t, ns, set, Config{CidFlush: 20 * time.Millisecond})
+	first := sendOn(t, a.Service, "c1", "bob")
+	time.Sleep(set.DedupWindow + 300*time.Millisecond)
+	again := sendOn(t, a.Service, "c1", "bob")
+	if again.ID == first.ID || again.Duplicate {
+		t.Errorf("a repeat after the window answered %+v, want a new message (first %+v)", again, first)
+	}
+	if n := storedFor(t, a.Service, "bob"); n != 2 {
+		t.Errorf("bob's inbox holds %d records, want 2", n)
+	}
+}
+
+func TestCidEntriesRoundTrip(t *testing.T) {
+	var b []byte
+	for i := uint64(1); i <= 3; i++ {
+		b = appendCidEntry(b, cidindex.Key{A: i, B: i + 100}, cidindex.Entry{Seq: i * 10, IDSeq: i * 10, TS: int64(i)})
+	}
+	var got []string
+	err := decodeCidEntries(b, func(k cidindex.Key, e cidindex.Entry) {
+		got = append(got, fmt.Sprint(k.A, k.B, e.Seq, e.IDSeq, e.TS))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"1 101 10 10 1", "2 102 20 20 2", "3 103 30 30 3"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("decoded %v, want %v", got, want)
+	}
+	if err := decodeCidEntries(b[:len(b)-1], func(cidindex.Key, cidindex.Entry) {}); err == nil {
+		t.Error("a record cut short decoded without an error")
+	}
+}
+
+func TestRepeatOnARunningNodeAfterAnotherCrashed(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
+	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
+	first := sendOn(t, a.Service, "c1", "bob")
+	a.crash()
+	// What the gateway registry's expiry of a's entry sets off.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.IndexRecentSends(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pastStoreWindow()
+	sameSend(t, first, sendOn(t, b.Service, "c1", "bob"))
+	if n := storedFor(t, b.Service, "bob"); n != 1 {
+		t.Errorf("bob's inbox holds %d records, want 1", n)
+	}
+}
+
+func TestSendsStopWhileTheSendIndexCannotBeStored(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.js.DeleteStream(ctx, natsx.StreamCids); err != nil {
+		t.Fatal(err)
+	}
+	sendOn(t, a.Service, "c1", "bob") // its key cannot be stored now
+	time.Sleep(shortWindows.StoreDedupWindow)
+	_, err := a.send(ctx, "alice", "phone", chat.SendRequest{CID: "c2", To: "bob", Body: "hi"}, false)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("send while the send index cannot be stored: %v, want unavailable", err)
+	}
+	if n := storedFor(t, a.Service, "bob"); n != 1 {
+		t.Errorf("bob's inbox holds %d records, want 1 (the refused send stored nothing)", n)
+	}
+	// Once the stream is back, the pending keys are stored and sends go on.
+	if _, err := a.js.CreateStream(ctx, natsx.CidsStream(shortWindows)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := a.send(ctx, "alice", "phone", chat.SendRequest{CID: "c3", To: "bob", Body: "hi"}, false)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sends still refused after the stream came back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
