@@ -29,8 +29,9 @@ import (
 // a retried store.
 //
 // At start the feed reads StreamCids (the whole window), then the message
-// log's records of the last store window: the sends a node stored before
-// it stopped without writing their keys (a crash) are there. Sends wait
+// log's records of the last store window (and clockMargin): the sends a
+// node stored before it stopped without writing their keys (a crash) are
+// there. Sends wait
 // until both are read.
 type cidFeed struct {
 	svc     *Service
@@ -52,6 +53,11 @@ type cidFeed struct {
 // two hashes, the message's sequence, its id's sequence, its time.
 const cidEntrySize = 40
 
+// clockMargin is how much further back than the store window a node reads
+// the message log for sends whose keys may be missing: the log's times are
+// the server's, the window is counted on the node's clock.
+const clockMargin = 15 * time.Second
+
 // maxCidEntries bounds the entries in one StreamCids record.
 const maxCidEntries = natsx.MaxRecord / cidEntrySize
 
@@ -67,7 +73,7 @@ func newCidFeed(s *Service, gateway string, window, store time.Duration) *cidFee
 func (s *Service) SendIndexReady() <-chan struct{} { return s.cids.ready }
 
 // IndexRecentSends reads the message log's sends of the last store window
-// (and a minute) into the send index. Call it when another gateway has
+// (and clockMargin) into the send index. Call it when another gateway has
 // stopped without a clean shutdown: the keys of its last second of sends
 // may never have reached StreamCids, and its users' repeats now come here.
 func (s *Service) IndexRecentSends(ctx context.Context) error {
@@ -278,7 +284,7 @@ func (f *cidFeed) loadLog(ctx context.Context) error {
 	if last == 0 {
 		return nil
 	}
-	from := f.svc.cfg.Now().Add(-f.store - time.Minute)
+	from := f.svc.cfg.Now().Add(-f.store - clockMargin)
 	cons, err := f.svc.js.CreateConsumer(ctx, natsx.StreamMsgs, jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
 		OptStartTime:      &from,

@@ -72,8 +72,8 @@ type Entry struct {
 }
 
 const (
-	minSlots = 1024 // the slot array never shrinks below this
-	minRing  = 512  // nor the ring below this
+	minSlots = 64 // a shard's slot array never shrinks below this
+	minRing  = 32 // nor its ring below this
 )
 
 // slot is one place of the hash table; a == 0 marks it empty.
@@ -93,9 +93,26 @@ type pending struct {
 
 // Table is a set of entries that expire a fixed window after their TS.
 // Its methods are safe for concurrent use.
+//
+// It is made of shards, each a hash table and ring of its own under its
+// own mutex, picked by the top bits of Key.A: a shard that grows rehashes
+// and allocates a 64th of the entries, so a growing table never holds
+// every send up at once, nor hands the collector one huge allocation to
+// pay for (a goroutine allocating while the collector marks pays for the
+// bytes with marking work of its own).
 type Table struct {
 	window int64 // ms
+	shards [nShards]shard
+}
 
+// nShards is the number of shards, a power of two; shardBits its log2.
+const (
+	shardBits = 6
+	nShards   = 1 << shardBits
+)
+
+// shard is one hash table and its expiry ring.
+type shard struct {
 	mu    sync.Mutex
 	slots []slot // power-of-two length, at most half full
 	n     int    // occupied slots
@@ -107,17 +124,21 @@ type Table struct {
 // New returns an empty table that keeps entries for window (counted in
 // whole milliseconds; with a window under 1ms, every entry is expired).
 func New(window time.Duration) *Table {
-	return &Table{
-		window: window.Milliseconds(),
-		slots:  make([]slot, minSlots),
-		ring:   make([]pending, minRing),
+	t := &Table{window: window.Milliseconds()}
+	for i := range t.shards {
+		t.shards[i].slots = make([]slot, minSlots)
+		t.shards[i].ring = make([]pending, minRing)
 	}
+	return t
 }
 
 // cutoff returns the latest TS that is expired at now.
 func (t *Table) cutoff(now time.Time) int64 {
 	return now.UnixMilli() - t.window
 }
+
+// shard returns the shard of k.
+func (t *Table) shard(k Key) *shard { return &t.shards[k.A>>(64-shardBits)] }
 
 // Put records e under k unless k is already present (the first store of a
 // send wins: a later Put for the same key changes nothing) or e is already
@@ -130,34 +151,36 @@ func (t *Table) Put(k Key, e Entry, now time.Time) bool {
 	if e.TS <= cut {
 		return false
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	i, found := t.find(k)
-	if found && t.slots[i].ts > cut {
+	sh := t.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, found := sh.find(k)
+	if found && sh.slots[i].ts > cut {
 		return false
 	}
 	if !found {
-		if (t.n+1)*2 > len(t.slots) {
-			t.rehash(len(t.slots) * 2)
-			i, _ = t.find(k)
+		if (sh.n+1)*2 > len(sh.slots) {
+			sh.rehash(len(sh.slots) * 2)
+			i, _ = sh.find(k)
 		}
-		t.n++
+		sh.n++
 	}
-	t.slots[i] = slot{a: k.A, b: k.B, seq: e.Seq, idSeq: e.IDSeq, ts: e.TS}
-	t.push(pending{k: k, ts: e.TS})
+	sh.slots[i] = slot{a: k.A, b: k.B, seq: e.Seq, idSeq: e.IDSeq, ts: e.TS}
+	sh.push(pending{k: k, ts: e.TS})
 	return true
 }
 
 // Get returns the entry of k if present and not expired at now.
 func (t *Table) Get(k Key, now time.Time) (Entry, bool) {
 	cut := t.cutoff(now)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	i, found := t.find(k)
-	if !found || t.slots[i].ts <= cut {
+	sh := t.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, found := sh.find(k)
+	if !found || sh.slots[i].ts <= cut {
 		return Entry{}, false
 	}
-	s := t.slots[i]
+	s := sh.slots[i]
 	return Entry{Seq: s.seq, IDSeq: s.idSeq, TS: s.ts}, true
 }
 
@@ -169,6 +192,12 @@ func (t *Table) Get(k Key, now time.Time) (Entry, bool) {
 // until a later Expire gets past it.
 func (t *Table) Expire(now time.Time) {
 	cut := t.cutoff(now)
+	for i := range t.shards {
+		t.shards[i].expire(cut)
+	}
+}
+
+func (t *shard) expire(cut int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for t.count > 0 && t.ring[t.head].ts <= cut {
@@ -201,21 +230,31 @@ func (t *Table) Expire(now time.Time) {
 
 // Len is the number of entries held (expired ones not yet dropped included).
 func (t *Table) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		n += sh.n
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // Bytes is the memory held by the table's arrays, for a metric.
 func (t *Table) Bytes() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.slots)*int(unsafe.Sizeof(slot{})) + len(t.ring)*int(unsafe.Sizeof(pending{}))
+	b := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		b += len(sh.slots)*int(unsafe.Sizeof(slot{})) + len(sh.ring)*int(unsafe.Sizeof(pending{}))
+		sh.mu.Unlock()
+	}
+	return b
 }
 
 // find returns the slot of k and true, or the empty slot where k would go
 // and false.
-func (t *Table) find(k Key) (int, bool) {
+func (t *shard) find(k Key) (int, bool) {
 	mask := len(t.slots) - 1
 	for i := int(k.A) & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
@@ -231,7 +270,7 @@ func (t *Table) find(k Key) (int, bool) {
 // remove empties slot i, moving later slots of its cluster back so that
 // every key stays reachable from its home slot without crossing an empty
 // one.
-func (t *Table) remove(i int) {
+func (t *shard) remove(i int) {
 	mask := len(t.slots) - 1
 	for j := (i + 1) & mask; t.slots[j].a != 0; j = (j + 1) & mask {
 		home := int(t.slots[j].a) & mask
@@ -246,7 +285,7 @@ func (t *Table) remove(i int) {
 }
 
 // rehash moves every entry into a new slot array of size slots.
-func (t *Table) rehash(size int) {
+func (t *shard) rehash(size int) {
 	old := t.slots
 	t.slots = make([]slot, size)
 	for _, s := range old {
@@ -258,7 +297,7 @@ func (t *Table) rehash(size int) {
 }
 
 // push appends p at the tail of the ring, doubling the ring when full.
-func (t *Table) push(p pending) {
+func (t *shard) push(p pending) {
 	if t.count == len(t.ring) {
 		t.resizeRing(len(t.ring) * 2)
 	}
@@ -268,7 +307,7 @@ func (t *Table) push(p pending) {
 
 // resizeRing moves the ring's keys, in order, into a new array of size
 // places (a power of two, at least t.count).
-func (t *Table) resizeRing(size int) {
+func (t *shard) resizeRing(size int) {
 	ring := make([]pending, size)
 	for i := range t.count {
 		ring[i] = t.ring[(t.head+i)&(len(t.ring)-1)]

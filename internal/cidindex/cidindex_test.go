@@ -120,8 +120,10 @@ func TestOutOfOrder(t *testing.T) {
 	if _, ok := tab.Get(newer, now); !ok {
 		t.Fatal("unexpired entry absent")
 	}
-	if n := tab.Len(); n != 2 {
-		t.Fatalf("Len = %d, want 2 (older one held behind newer one)", n)
+	// Held behind the newer one when both are in one shard, dropped
+	// otherwise.
+	if n := tab.Len(); n != 1 && n != 2 {
+		t.Fatalf("Len = %d, want 1 or 2", n)
 	}
 
 	// A repeat of older after its window is a new send.

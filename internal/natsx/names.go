@@ -164,7 +164,7 @@ type Settings struct {
 
 // DefaultSettings are the settings of a single node.
 func DefaultSettings() Settings {
-	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute, StoreDedupWindow: 2 * time.Minute}
+	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute, StoreDedupWindow: time.Minute}
 }
 
 // MaxRecord is the largest record stored in the message log: a 64 KiB body
