@@ -31,8 +31,7 @@ import (
 // At start the feed reads StreamCids (the whole window), then the message
 // log's records of the last store window (and clockMargin): the sends a
 // node stored before it stopped without writing their keys (a crash) are
-// there. Sends wait
-// until both are read.
+// there. Sends wait until both are read.
 type cidFeed struct {
 	svc     *Service
 	idx     *cidindex.Table
@@ -45,8 +44,7 @@ type cidFeed struct {
 	oldest   time.Time // when the first of pending was added
 	inflight time.Time // when the first entry of the batch being stored was added (zero: none)
 
-	ready   chan struct{} // closed once the window is read
-	loadErr error         // set before ready is closed
+	ready chan struct{} // closed once the window is read
 }
 
 // cidEntrySize is the size of one entry in a StreamCids record: the key's
@@ -92,9 +90,6 @@ func (f *cidFeed) lookup(ctx context.Context, from, cid string) (chat.Sent, bool
 	case <-f.ready:
 	case <-ctx.Done():
 		return chat.Sent{}, false, fmt.Errorf("%w: the send index is still loading", ErrUnavailable)
-	}
-	if f.loadErr != nil {
-		return chat.Sent{}, false, fmt.Errorf("%w: send index: %v", ErrUnavailable, f.loadErr)
 	}
 	if f.stale() {
 		return chat.Sent{}, false, fmt.Errorf("%w: the send index cannot be stored", ErrUnavailable)
@@ -167,18 +162,27 @@ func decodeCidEntries(b []byte, fn func(cidindex.Key, cidindex.Entry)) error {
 	return nil
 }
 
-// run loads the window, then stores the pending keys every CidFlush and
-// drops expired ones, until ctx ends; it stores what is pending last.
+// run loads the window (again and again until it can: sends wait), then
+// stores the pending keys every CidFlush and drops expired ones, until ctx
+// ends; it stores what is pending last.
 func (f *cidFeed) run(ctx context.Context) {
-	cc, err := f.load(ctx)
-	f.loadErr = err
-	close(f.ready)
-	if err != nil {
-		if ctx.Err() == nil {
-			f.svc.log.Error("load the send index", "err", err)
+	var cc jetstream.ConsumeContext
+	for {
+		var err error
+		if cc, err = f.load(ctx); err == nil {
+			break
 		}
-		return
+		if ctx.Err() != nil {
+			return
+		}
+		f.svc.log.Warn("load the send index; retrying (sends wait)", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
+	close(f.ready)
 	defer cc.Stop()
 	tick := time.NewTicker(f.svc.cfg.CidFlush)
 	defer tick.Stop()
@@ -231,111 +235,108 @@ func (f *cidFeed) flush(ctx context.Context) error {
 	return nil
 }
 
-// load reads every node's StreamCids records, and keeps reading them as
-// they come (the returned consume context), then reads the message log's
-// records of the last store window (with a margin for clocks).
+// load reads every node's StreamCids records and the message log's
+// records of the last store window (and clockMargin), then keeps reading
+// StreamCids records as they come (the returned consume context).
 func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
 	info, err := f.svc.cidsStream.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("send index state: %w", err)
 	}
-	upTo := info.State.LastSeq
-	cons, err := f.svc.js.OrderedConsumer(ctx, natsx.StreamCids, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, fmt.Errorf("read the send index: %w", err)
-	}
-	caught := make(chan struct{})
-	var once sync.Once
-	if upTo == 0 {
-		once.Do(func() { close(caught) })
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	put := func(m jetstream.Msg, _ uint64) {
 		now := f.svc.cfg.Now()
 		if err := decodeCidEntries(m.Data(), func(k cidindex.Key, e cidindex.Entry) { f.idx.Put(k, e, now) }); err != nil {
 			f.svc.log.Warn("send index record", "subject", m.Subject(), "err", err)
 		}
-		if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= upTo {
-			once.Do(func() { close(caught) })
-		}
-	})
+	}
+	last, err := f.readAll(ctx, natsx.StreamCids, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, put)
 	if err != nil {
 		return nil, fmt.Errorf("read the send index: %w", err)
 	}
-	select {
-	case <-caught:
-	case <-ctx.Done():
-		cc.Stop()
-		return nil, ctx.Err()
-	}
 	if err := f.loadLog(ctx); err != nil {
-		cc.Stop()
 		return nil, err
+	}
+	// On from what was read, or from what was there (all of it expired).
+	cons, err := f.svc.js.OrderedConsumer(ctx, natsx.StreamCids, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   max(last, info.State.LastSeq) + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow the send index: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { put(m, 0) })
+	if err != nil {
+		return nil, fmt.Errorf("follow the send index: %w", err)
 	}
 	return cc, nil
 }
 
 // loadLog reads the headers of the message log's records of the last store
-// window and indexes the sends among them.
+// window (and clockMargin) and indexes the sends among them.
 func (f *cidFeed) loadLog(ctx context.Context) error {
-	last, err := f.svc.lastLogSeq(ctx)
-	if err != nil {
-		return err
-	}
-	if last == 0 {
-		return nil
-	}
 	from := f.svc.cfg.Now().Add(-f.store - clockMargin)
-	cons, err := f.svc.js.CreateConsumer(ctx, natsx.StreamMsgs, jetstream.ConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
-		OptStartTime:      &from,
-		AckPolicy:         jetstream.AckNonePolicy,
-		HeadersOnly:       true,
-		MemoryStorage:     true,
-		Replicas:          1,
-		InactiveThreshold: time.Minute,
+	_, err := f.readAll(ctx, natsx.StreamMsgs, jetstream.ConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &from,
+		HeadersOnly:   true,
+	}, func(m jetstream.Msg, seq uint64) {
+		if k, e, ok := sendKey(m.Headers(), seq); ok {
+			f.idx.Put(k, e, f.svc.cfg.Now())
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("read the message log's last sends: %w", err)
 	}
+	return nil
+}
+
+// readAll reads what stream holds now from where cfg starts, through a
+// consumer of its own (no acks, in memory) removed afterwards, calling fn
+// for each message with its stream sequence; it returns the last sequence
+// read (0: none).
+func (f *cidFeed) readAll(ctx context.Context, stream string, cfg jetstream.ConsumerConfig, fn func(jetstream.Msg, uint64)) (uint64, error) {
+	cfg.AckPolicy = jetstream.AckNonePolicy
+	cfg.MemoryStorage = true
+	cfg.Replicas = 1
+	cfg.InactiveThreshold = time.Minute
+	cons, err := f.svc.js.CreateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return 0, err
+	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := f.svc.js.DeleteConsumer(dctx, natsx.StreamMsgs, cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			f.svc.log.Warn("remove the send index's reader of the message log", "err", err)
+		if err := f.svc.js.DeleteConsumer(dctx, stream, cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			f.svc.log.Warn("remove the send index's reader", "stream", stream, "err", err)
 		}
 	}()
-	if cons.CachedInfo().NumPending == 0 {
-		return nil
-	}
-	for {
-		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(250*time.Millisecond))
+	var last uint64
+	for pending := cons.CachedInfo().NumPending; pending > 0; {
+		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			return fmt.Errorf("read the message log's last sends: %w", err)
+			return last, err
 		}
 		n := 0
-		var seq, pending uint64
-		now := f.svc.cfg.Now()
 		for m := range batch.Messages() {
-			n++
 			md, err := m.Metadata()
 			if err != nil {
-				return fmt.Errorf("read the message log's last sends: %w", err)
+				return last, err
 			}
-			seq, pending = md.Sequence.Stream, md.NumPending
-			if k, e, ok := sendKey(m.Headers(), seq); ok {
-				f.idx.Put(k, e, now)
-			}
+			n++
+			last, pending = md.Sequence.Stream, md.NumPending
+			fn(m, last)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("read the message log's last sends: %w", err)
+			return last, err
 		}
-		if seq >= last || n == 0 || pending == 0 {
-			return nil
+		if n == 0 {
+			return last, errors.New("the stream stopped answering before its end")
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return last, err
 		}
 	}
+	return last, nil
 }
 
 // sendKey reads the index entry of a stored message from its headers:
