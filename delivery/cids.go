@@ -83,22 +83,23 @@ func (s *Service) IndexRecentSends(ctx context.Context) error {
 	return s.cids.loadLog(ctx)
 }
 
-// lookup answers a repeated send from the index. It waits until the
-// index holds the window.
-func (f *cidFeed) lookup(ctx context.Context, from, cid string) (chat.Sent, bool, error) {
+// lookup answers a repeated send from the index, or returns the send's
+// key for remember. It waits until the index holds the window.
+func (f *cidFeed) lookup(ctx context.Context, from, cid string) (chat.Sent, cidindex.Key, bool, error) {
 	select {
 	case <-f.ready:
 	case <-ctx.Done():
-		return chat.Sent{}, false, fmt.Errorf("%w: the send index is still loading", ErrUnavailable)
+		return chat.Sent{}, cidindex.Key{}, false, fmt.Errorf("%w: the send index is still loading", ErrUnavailable)
 	}
 	if f.stale() {
-		return chat.Sent{}, false, fmt.Errorf("%w: the send index cannot be stored", ErrUnavailable)
+		return chat.Sent{}, cidindex.Key{}, false, fmt.Errorf("%w: the send index cannot be stored", ErrUnavailable)
 	}
-	e, ok := f.idx.Get(cidindex.KeyOf(from, cid), f.svc.cfg.Now())
+	k := cidindex.KeyOf(from, cid)
+	e, ok := f.idx.Get(k, f.svc.cfg.Now())
 	if !ok {
-		return chat.Sent{}, false, nil
+		return chat.Sent{}, k, false, nil
 	}
-	return chat.Sent{ID: MessageID(e.IDSeq), TS: e.TS, Seq: e.Seq, Duplicate: true}, true, nil
+	return chat.Sent{ID: MessageID(e.IDSeq), TS: e.TS, Seq: e.Seq, Duplicate: true}, k, true, nil
 }
 
 // stale reports whether keys have waited to be stored for longer than
@@ -117,13 +118,12 @@ func (f *cidFeed) stale() bool {
 	return !since.IsZero() && f.svc.cfg.Now().Sub(since) > f.store/2
 }
 
-// remember records a stored send.
-func (f *cidFeed) remember(from, cid string, out chat.Sent) {
+// remember records a stored send under its key.
+func (f *cidFeed) remember(k cidindex.Key, out chat.Sent) {
 	idSeq := out.Seq
 	if p, ok := parseID(out.ID); ok && !p.receipt {
 		idSeq = p.seq
 	}
-	k := cidindex.KeyOf(from, cid)
 	e := cidindex.Entry{Seq: out.Seq, IDSeq: idSeq, TS: out.TS}
 	now := f.svc.cfg.Now()
 	if !f.idx.Put(k, e, now) {

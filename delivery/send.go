@@ -28,12 +28,12 @@ func (d *Device) Send(ctx context.Context, req chat.SendRequest) (chat.Sent, err
 }
 
 func (s *Service) send(ctx context.Context, from, device string, req chat.SendRequest, copyToSelf bool) (chat.Sent, error) {
-	if out, ok, err := s.cids.lookup(ctx, from, req.CID); err != nil || ok {
+	out, key, ok, err := s.cids.lookup(ctx, from, req.CID)
+	if err != nil || ok {
 		return out, err
 	}
-	out, err := s.store(ctx, from, device, req, copyToSelf)
-	if err == nil {
-		s.cids.remember(from, req.CID, out)
+	if out, err = s.store(ctx, from, device, req, copyToSelf); err == nil {
+		s.cids.remember(key, out)
 	}
 	return out, err
 }
@@ -112,8 +112,9 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 	if !ok {
 		return chat.Sent{}, fmt.Errorf("%w: no such group", ErrNotFound)
 	}
-	if out, ok, err := s.cids.lookup(ctx, from, req.CID); err != nil || ok {
-		return out, err
+	prior, key, ok, err := s.cids.lookup(ctx, from, req.CID)
+	if err != nil || ok {
+		return prior, err
 	}
 	ts := s.cfg.Now().UnixMilli()
 	m := newMessageRecord(natsx.Group(req.Group), "m:", KindMessage, "", from, device, req, ts)
@@ -129,7 +130,7 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 	} else {
 		s.m.MessagesSent.Inc()
 	}
-	s.cids.remember(from, req.CID, out)
+	s.cids.remember(key, out)
 	return out, nil
 }
 

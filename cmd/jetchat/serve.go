@@ -286,33 +286,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		{Name: "postgres", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
 		// Backend services reach the node over NATS: until the service
 		// API has subscribed, their requests find no responders.
-		{Name: "service_api", Check: func(context.Context) error {
-			select {
-			case <-svcs.api.Ready():
-				return nil
-			default:
-				return errors.New("the service API is not subscribed yet")
-			}
-		}},
+		readyWhen("service_api", svcs.api.Ready(), "the service API is not subscribed yet"),
 		// Sends wait until the send index holds the dedup window.
-		{Name: "send_index", Check: func(context.Context) error {
-			select {
-			case <-dsvc.SendIndexReady():
-				return nil
-			default:
-				return errors.New("the send index is still loading")
-			}
-		}},
+		readyWhen("send_index", dsvc.SendIndexReady(), "the send index is still loading"),
 		// Until the live gateways are loaded the ring is empty and routing
 		// fails open (every user is this gateway's): not ready for traffic.
-		{Name: "gateways", Check: func(context.Context) error {
-			select {
-			case <-reg.Ready():
-				return nil
-			default:
-				return errors.New("the live gateways are not loaded yet")
-			}
-		}},
+		readyWhen("gateways", reg.Ready(), "the live gateways are not loaded yet"),
 	}}, m, log)
 	if err != nil {
 		return err
@@ -495,4 +474,17 @@ func subjectToken(id string) string {
 		return "gateway"
 	}
 	return string(b)
+}
+
+// readyWhen is a readiness check that passes once ready is closed and
+// reports notYet until then.
+func readyWhen(name string, ready <-chan struct{}, notYet string) gateway.Check {
+	return gateway.Check{Name: name, Check: func(context.Context) error {
+		select {
+		case <-ready:
+			return nil
+		default:
+			return errors.New(notYet)
+		}
+	}}
 }
