@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,15 +35,20 @@ import (
 // there. Sends wait until both are read.
 type cidFeed struct {
 	svc     *Service
+	stream  jetstream.Stream // StreamCids
 	idx     *cidindex.Table
 	subject string
-	window  time.Duration // the dedup window (how long StreamCids keeps records, less a minute)
+	window  time.Duration // the dedup window (how long StreamCids keeps records, less natsx.CidsMargin)
 	store   time.Duration // the message log's own duplicate window
 
 	mu       sync.Mutex
 	pending  []byte    // entries not yet stored on StreamCids
 	oldest   time.Time // when the first of pending was added
 	inflight time.Time // when the first entry of the batch being stored was added (zero: none)
+	// unstored is the older of oldest (with pending) and inflight, in ns
+	// since the epoch (0: every key is stored), set under mu and read
+	// without it by every send.
+	unstored atomic.Int64
 
 	ready chan struct{} // closed once the window is read
 }
@@ -59,9 +65,9 @@ const clockMargin = 15 * time.Second
 // maxCidEntries bounds the entries in one StreamCids record.
 const maxCidEntries = natsx.MaxRecord / cidEntrySize
 
-func newCidFeed(s *Service, gateway string, window, store time.Duration) *cidFeed {
+func newCidFeed(s *Service, stream jetstream.Stream, gateway string, window, store time.Duration) *cidFeed {
 	return &cidFeed{
-		svc: s, idx: cidindex.New(window), subject: natsx.Cids(gateway),
+		svc: s, stream: stream, idx: cidindex.New(window), subject: natsx.Cids(gateway),
 		window: window, store: store, ready: make(chan struct{}),
 	}
 }
@@ -109,13 +115,21 @@ func (f *cidFeed) stale() bool {
 	if f.store >= f.window {
 		return false
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	since := f.unstored.Load()
+	return since != 0 && f.svc.cfg.Now().UnixNano()-since > int64(f.store/2)
+}
+
+// markUnstoredLocked sets unstored from oldest and inflight; f.mu is held.
+func (f *cidFeed) markUnstoredLocked() {
 	since := f.inflight
 	if len(f.pending) > 0 && (since.IsZero() || f.oldest.Before(since)) {
 		since = f.oldest
 	}
-	return !since.IsZero() && f.svc.cfg.Now().Sub(since) > f.store/2
+	if since.IsZero() {
+		f.unstored.Store(0)
+	} else {
+		f.unstored.Store(since.UnixNano())
+	}
 }
 
 // remember records a stored send under its key.
@@ -134,6 +148,7 @@ func (f *cidFeed) remember(k cidindex.Key, out chat.Sent) {
 		f.oldest = now
 	}
 	f.pending = appendCidEntry(f.pending, k, e)
+	f.markUnstoredLocked()
 	f.mu.Unlock()
 }
 
@@ -224,6 +239,7 @@ func (f *cidFeed) flush(ctx context.Context) error {
 			f.mu.Lock()
 			f.pending = append(b, f.pending...)
 			f.oldest, f.inflight = f.inflight, time.Time{}
+			f.markUnstoredLocked()
 			f.mu.Unlock()
 			return fmt.Errorf("store %d keys on %s: %w", len(b)/cidEntrySize, f.subject, err)
 		}
@@ -231,6 +247,7 @@ func (f *cidFeed) flush(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	f.inflight = time.Time{}
+	f.markUnstoredLocked()
 	f.mu.Unlock()
 	return nil
 }
@@ -239,7 +256,7 @@ func (f *cidFeed) flush(ctx context.Context) error {
 // records of the last store window (and clockMargin), then keeps reading
 // StreamCids records as they come (the returned consume context).
 func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
-	info, err := f.svc.cidsStream.Info(ctx)
+	info, err := f.stream.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("send index state: %w", err)
 	}

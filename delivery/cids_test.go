@@ -12,11 +12,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/cidindex"
 	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/pgtest"
 )
 
 // cidNode is a node (a delivery service with its own NATS connection) on
@@ -27,7 +29,15 @@ type cidNode struct {
 	stop, crash func()
 }
 
-func startCidNode(t *testing.T, ns *server.Server, set natsx.Settings, cfg Config) *cidNode {
+func startCidNode(t testing.TB, ns *server.Server, set natsx.Settings, cfg Config) *cidNode {
+	t.Helper()
+	n, _ := startCidNodeWith(t, ns, set, cfg, false)
+	return n
+}
+
+// startCidNodeWith is startCidNode, with group messaging on a throwaway
+// Postgres database when withGroups is set.
+func startCidNodeWith(t testing.TB, ns *server.Server, set natsx.Settings, cfg Config, withGroups bool) (*cidNode, *groups.Store) {
 	t.Helper()
 	nc, js := natstest.Connect(t, ns)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -35,11 +45,22 @@ func startCidNode(t *testing.T, ns *server.Server, set natsx.Settings, cfg Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, nc, js, res, nil, metrics.New(), slog.New(slog.DiscardHandler))
+	log := slog.New(slog.DiscardHandler)
+	var wg sync.WaitGroup
+	var gs *groups.Store
+	var dg Groups
+	if withGroups {
+		if gs, err = groups.New(groups.Config{}, pgtest.New(t), nc, js, log); err != nil {
+			t.Fatal(err)
+		}
+		dg = gs
+		wg.Add(1)
+		go func() { defer wg.Done(); gs.Run(ctx) }()
+	}
+	s, err := New(cfg, nc, js, res, dg, metrics.New(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.Run(ctx) }()
 	var once sync.Once
@@ -50,7 +71,7 @@ func startCidNode(t *testing.T, ns *server.Server, set natsx.Settings, cfg Confi
 	case <-time.After(10 * time.Second):
 		t.Fatal("the send index did not load")
 	}
-	return &cidNode{Service: s, stop: stop, crash: func() { nc.Close(); stop() }}
+	return &cidNode{Service: s, stop: stop, crash: func() { nc.Close(); stop() }}, gs
 }
 
 // shortWindows keeps a send's cid for 20 s, the message log's own
@@ -58,17 +79,17 @@ func startCidNode(t *testing.T, ns *server.Server, set natsx.Settings, cfg Confi
 // recognise.
 var shortWindows = natsx.Settings{Replicas: 1, Retention: time.Hour, DedupWindow: 20 * time.Second, StoreDedupWindow: 300 * time.Millisecond}
 
-func storedFor(t *testing.T, s *Service, user string) uint64 {
+func storedOn(t *testing.T, s *Service, subject string) uint64 {
 	t.Helper()
 	st, err := s.js.Stream(context.Background(), natsx.StreamMsgs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(natsx.Inbox(user)))
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Subjects[natsx.Inbox(user)]
+	return info.State.Subjects[subject]
 }
 
 func sendOn(t *testing.T, s *Service, cid, to string) chat.Sent {
@@ -90,6 +111,16 @@ func sameSend(t *testing.T, first, again chat.Sent) {
 	}
 }
 
+// repeatOn repeats alice's send c1 to bob on s: it must get first's answer,
+// and bob's inbox must still hold one record.
+func repeatOn(t *testing.T, s *Service, first chat.Sent) {
+	t.Helper()
+	sameSend(t, first, sendOn(t, s, "c1", "bob"))
+	if n := storedOn(t, s, natsx.Inbox("bob")); n != 1 {
+		t.Errorf("bob's inbox holds %d records, want 1", n)
+	}
+}
+
 // pastStoreWindow waits until the message log no longer recognises a send
 // made before the call.
 func pastStoreWindow() { time.Sleep(shortWindows.StoreDedupWindow + 400*time.Millisecond) }
@@ -100,10 +131,7 @@ func TestRepeatAfterTheStoreWindowIsTheFirstSend(t *testing.T) {
 	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
 	first := sendOn(t, a.Service, "c1", "bob")
 	pastStoreWindow()
-	sameSend(t, first, sendOn(t, a.Service, "c1", "bob"))
-	if n := storedFor(t, a.Service, "bob"); n != 1 {
-		t.Errorf("bob's inbox holds %d records, want 1", n)
-	}
+	repeatOn(t, a.Service, first)
 	// Another cid is another message.
 	if other := sendOn(t, a.Service, "c2", "bob"); other.ID == first.ID || other.Duplicate {
 		t.Errorf("a new cid answered %+v", other)
@@ -117,10 +145,7 @@ func TestRepeatOnAnotherNode(t *testing.T) {
 	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
 	first := sendOn(t, a.Service, "c1", "bob")
 	pastStoreWindow() // and long past a's flush and b's read of it
-	sameSend(t, first, sendOn(t, b.Service, "c1", "bob"))
-	if n := storedFor(t, a.Service, "bob"); n != 1 {
-		t.Errorf("bob's inbox holds %d records, want 1", n)
-	}
+	repeatOn(t, b.Service, first)
 }
 
 func TestRepeatAfterARestart(t *testing.T) {
@@ -131,10 +156,7 @@ func TestRepeatAfterARestart(t *testing.T) {
 	a.stop()
 	pastStoreWindow()
 	c := startCidNode(t, ns, shortWindows, Config{})
-	sameSend(t, first, sendOn(t, c.Service, "c1", "bob"))
-	if n := storedFor(t, c.Service, "bob"); n != 1 {
-		t.Errorf("bob's inbox holds %d records, want 1", n)
-	}
+	repeatOn(t, c.Service, first)
 }
 
 func TestRepeatAfterACrashBeforeTheKeysWereStored(t *testing.T) {
@@ -146,10 +168,7 @@ func TestRepeatAfterACrashBeforeTheKeysWereStored(t *testing.T) {
 	pastStoreWindow()
 	// A node starting now reads the message log's last sends itself.
 	c := startCidNode(t, ns, shortWindows, Config{})
-	sameSend(t, first, sendOn(t, c.Service, "c1", "bob"))
-	if n := storedFor(t, c.Service, "bob"); n != 1 {
-		t.Errorf("bob's inbox holds %d records, want 1", n)
-	}
+	repeatOn(t, c.Service, first)
 }
 
 func TestRepeatAfterTheWindowIsANewSend(t *testing.T) {
@@ -164,7 +183,7 @@ func TestRepeatAfterTheWindowIsANewSend(t *testing.T) {
 	if again.ID == first.ID || again.Duplicate {
 		t.Errorf("a repeat after the window answered %+v, want a new message (first %+v)", again, first)
 	}
-	if n := storedFor(t, a.Service, "bob"); n != 2 {
+	if n := storedOn(t, a.Service, natsx.Inbox("bob")); n != 2 {
 		t.Errorf("bob's inbox holds %d records, want 2", n)
 	}
 }
@@ -203,10 +222,7 @@ func TestRepeatOnARunningNodeAfterAnotherCrashed(t *testing.T) {
 		t.Fatal(err)
 	}
 	pastStoreWindow()
-	sameSend(t, first, sendOn(t, b.Service, "c1", "bob"))
-	if n := storedFor(t, b.Service, "bob"); n != 1 {
-		t.Errorf("bob's inbox holds %d records, want 1", n)
-	}
+	repeatOn(t, b.Service, first)
 }
 
 func TestSendsStopWhileTheSendIndexCannotBeStored(t *testing.T) {
@@ -224,7 +240,7 @@ func TestSendsStopWhileTheSendIndexCannotBeStored(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("send while the send index cannot be stored: %v, want unavailable", err)
 	}
-	if n := storedFor(t, a.Service, "bob"); n != 1 {
+	if n := storedOn(t, a.Service, natsx.Inbox("bob")); n != 1 {
 		t.Errorf("bob's inbox holds %d records, want 1 (the refused send stored nothing)", n)
 	}
 	// Once the stream is back, the pending keys are stored and sends go on.
@@ -241,5 +257,33 @@ func TestSendsStopWhileTheSendIndexCannotBeStored(t *testing.T) {
 			t.Fatalf("sends still refused after the stream came back: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A group send is recognised by the same (sender, cid) key as a 1:1 one.
+func TestRepeatedGroupSendAfterTheStoreWindow(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a, gs := startCidNodeWith(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond}, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g, err := gs.Create(ctx, "alice", "pair", []string{"bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := chat.SendRequest{CID: "g1", Group: g.ID, Body: "hello group"}
+	first, err := a.sendGroup(ctx, "alice", "phone", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pastStoreWindow()
+	again, err := a.sendGroup(ctx, "alice", "phone", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameSend(t, first, again)
+	// The group's subject holds the membership notice and one message.
+	if n := storedOn(t, a.Service, natsx.Group(g.ID)); n != 2 {
+		t.Errorf("the group's subject holds %d records, want 2 (its creation and one message)", n)
 	}
 }

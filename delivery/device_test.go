@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -15,10 +14,8 @@ import (
 
 	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/chat"
-	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
-	"github.com/jetchat/jetchat/internal/pgtest"
 )
 
 // chanSink is a chat.Sink that collects frames.
@@ -96,36 +93,12 @@ func newService(t testing.TB, cfg Config) (*Service, *nats.Conn, jetstream.JetSt
 
 // newNode is a running delivery service on its own JetStream server, with
 // group messaging on a throwaway Postgres database when withGroups is set.
+// It returns once its send index is loaded (its subscription in place:
+// tests count them).
 func newNode(t testing.TB, cfg Config, withGroups bool) (*Service, *groups.Store) {
 	t.Helper()
-	ns := natstest.RunJetStream(t)
-	nc, js := natstest.Connect(t, ns)
-	ctx, cancel := context.WithCancel(context.Background())
-	res, err := natsx.Ensure(ctx, js, natsx.DefaultSettings())
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	var wg sync.WaitGroup
-	var gs *groups.Store
-	var dg Groups
-	if withGroups {
-		if gs, err = groups.New(groups.Config{}, pgtest.New(t), nc, js, log); err != nil {
-			t.Fatal(err)
-		}
-		dg = gs
-		wg.Add(1)
-		go func() { defer wg.Done(); gs.Run(ctx) }()
-	}
-	s, err := New(cfg, nc, js, res, dg, metrics.New(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	<-s.SendIndexReady() // its subscription in place: tests count them
-	return s, gs
+	n, gs := startCidNodeWith(t, natstest.RunJetStream(t), natsx.DefaultSettings(), cfg, withGroups)
+	return n.Service, gs
 }
 
 func waitLive(t *testing.T, d *Device) {

@@ -26,11 +26,9 @@ type Service struct {
 	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	msgs jetstream.Stream
-	// cidsStream is StreamCids; cids the send index it feeds.
-	cidsStream jetstream.Stream
-	cids       *cidFeed
-	m          *metrics.Metrics
-	log        *slog.Logger
+	cids *cidFeed // the send index
+	m    *metrics.Metrics
+	log  *slog.Logger
 
 	// ctx lives until Run returns; catch-up goroutines use it.
 	ctx    context.Context
@@ -90,8 +88,8 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 		return nil, errors.New("delivery: New needs a NATS connection, JetStream, its resources and metrics")
 	}
 	// The windows are the streams': the send index keeps what StreamCids
-	// keeps, less its minute of margin.
-	window := res.Cids.CachedInfo().Config.MaxAge - time.Minute
+	// keeps, less its margin.
+	window := res.Cids.CachedInfo().Config.MaxAge - natsx.CidsMargin
 	store := res.Msgs.CachedInfo().Config.Duplicates
 	if window <= 0 || store <= 0 {
 		return nil, fmt.Errorf("delivery: streams %s and %s have no dedup window", natsx.StreamMsgs, natsx.StreamCids)
@@ -107,24 +105,23 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
-		cfg:        cfg,
-		nc:         nc,
-		js:         js,
-		kv:         res.Devices,
-		msgs:       res.Msgs,
-		cidsStream: res.Cids,
-		m:          m,
-		log:        log.With("component", "delivery"),
-		ctx:        ctx,
-		cancel:     cancel,
-		liveCh:     make(chan *nats.Msg, 1<<16),
-		users:      map[string]*userState{},
-		closing:    map[string]chan struct{}{},
-		groups:     groups,
-		gsubs:      map[string]*groupSub{},
+		cfg:     cfg,
+		nc:      nc,
+		js:      js,
+		kv:      res.Devices,
+		msgs:    res.Msgs,
+		m:       m,
+		log:     log.With("component", "delivery"),
+		ctx:     ctx,
+		cancel:  cancel,
+		liveCh:  make(chan *nats.Msg, 1<<16),
+		users:   map[string]*userState{},
+		closing: map[string]chan struct{}{},
+		groups:  groups,
+		gsubs:   map[string]*groupSub{},
 	}
 	s.receipts = newBatcher(s)
-	s.cids = newCidFeed(s, cfg.GatewayID, window, store)
+	s.cids = newCidFeed(s, res.Cids, cfg.GatewayID, window, store)
 	// A new leader of the message log may not have republished the last
 	// records the old one stored: every device checks the log.
 	s.elected, err = nc.Subscribe(natsx.LeaderElected(natsx.StreamMsgs), func(*nats.Msg) {

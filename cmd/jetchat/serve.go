@@ -24,6 +24,7 @@ import (
 	"github.com/jetchat/jetchat/delivery"
 	"github.com/jetchat/jetchat/gateway"
 	"github.com/jetchat/jetchat/groups"
+	"github.com/jetchat/jetchat/internal/ident"
 	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/pg"
@@ -245,7 +246,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ReceiptDelay:   f.receiptDelay,
 		ReceiptSpacing: f.receiptSpacing,
 		CursorFlush:    f.cursorFlush,
-		GatewayID:      subjectToken(f.gatewayID),
+		GatewayID:      ident.TokenFrom(f.gatewayID),
 	}, nc, js, res, gstore, m, log)
 	if err != nil {
 		return err
@@ -455,25 +456,6 @@ func orEmbedded(url string) string {
 		return "embedded"
 	}
 	return url
-}
-
-// subjectToken turns a gateway id (a host name by default) into a NATS
-// subject token: characters other than letters, digits, '_' and '-'
-// become '_'.
-func subjectToken(id string) string {
-	b := []byte(id)
-	if len(b) > 64 {
-		b = b[:64]
-	}
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			b[i] = '_'
-		}
-	}
-	if len(b) == 0 {
-		return "gateway"
-	}
-	return string(b)
 }
 
 // readyWhen is a readiness check that passes once ready is closed and

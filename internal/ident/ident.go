@@ -73,6 +73,21 @@ func CID(s string) error {
 	return nil
 }
 
+// TokenFrom turns s (a host name, say) into a valid token: bytes that may
+// not appear in one become '_', and it is cut to MaxIDLen; "" becomes "_".
+func TokenFrom(s string) string {
+	b := []byte(s[:min(len(s), MaxIDLen)])
+	for i, c := range b {
+		if !tokenSafe(c) {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b)
+}
+
 // clip shortens s for use in an error message.
 func clip(s string) string {
 	const max = 80

@@ -59,3 +59,17 @@ func TestCID(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenFrom(t *testing.T) {
+	for in, want := range map[string]string{
+		"gw-1":                  "gw-1",
+		"host.example.com":      "host_example_com",
+		"":                      "_",
+		"a b*c>":                "a_b_c_",
+		strings.Repeat("x", 70): strings.Repeat("x", 64),
+	} {
+		if got := TokenFrom(in); got != want || !ValidToken(got) {
+			t.Errorf("TokenFrom(%q) = %q, want %q (a valid token)", in, got, want)
+		}
+	}
+}

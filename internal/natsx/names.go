@@ -196,9 +196,12 @@ func (s Settings) storeDedupWindow() time.Duration {
 	return s.StoreDedupWindow
 }
 
-// CidsStream is the configuration of StreamCids: records are kept a
-// minute longer than the dedup window, so that a gateway starting up reads
-// every key still in the window.
+// CidsMargin is how much longer than the dedup window StreamCids keeps its
+// records, so that a gateway starting up reads every key still in the
+// window: the window is StreamCids' MaxAge less CidsMargin.
+const CidsMargin = time.Minute
+
+// CidsStream is the configuration of StreamCids.
 func CidsStream(s Settings) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        StreamCids,
@@ -207,7 +210,7 @@ func CidsStream(s Settings) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.Replicas,
-		MaxAge:      s.DedupWindow + time.Minute,
+		MaxAge:      s.DedupWindow + CidsMargin,
 		MaxMsgSize:  MaxRecord,
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
