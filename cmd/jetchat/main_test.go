@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -224,13 +225,21 @@ func goBuild(t *testing.T, pkg, name string) string {
 // binary is cmd/jetchat, built once per test binary.
 func binary(t *testing.T) string { return goBuild(t, ".", "jetchat") }
 
+// freePort returns a loopback address free now, for a process the test
+// starts to listen on. It is picked at random below the kernel's
+// ephemeral range (32768 and up on Linux), which outgoing connections and
+// listeners on port 0 draw from: a port from there could be taken by a
+// connection of another test before the process binds it.
 func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port in 20000-31999")
+	return ""
 }
 
 // process is a jetchat serve child process.
