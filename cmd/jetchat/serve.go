@@ -86,7 +86,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (3 on a 3-node NATS cluster)")
 	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long messages and receipts are kept")
 	fs.DurationVar(&f.dedupWindow, "dedup-window", 15*time.Minute, "how long a repeated send (same user and cid) is recognised")
-	fs.DurationVar(&f.storeDedupWindow, "dedup-store-window", time.Minute, "the message log's own duplicate window, in the NATS servers' memory: a retried store, and the moment until every gateway has read another's send index (the rest of --dedup-window is in the gateways' send index); at least 30s, and --dedup-window when that is shorter")
+	fs.DurationVar(&f.storeDedupWindow, "dedup-store-window", 30*time.Second, "the message log's own duplicate window, in the NATS servers' memory: a retried store, and the moment until every gateway has read another's send index (the rest of --dedup-window is in the gateways' send index); at least 30s, and --dedup-window when that is shorter")
 	fs.Float64Var(&f.sendRate, "send-rate", 30, "sends per second allowed per user")
 	fs.IntVar(&f.sendBurst, "send-burst", 60, "sends a user may make at once")
 	fs.IntVar(&f.window, "window", 4096, "records a device may hold unacknowledged before delivery to it pauses")

@@ -156,15 +156,18 @@ type Settings struct {
 	// recognised: how long StreamCids keeps its records.
 	DedupWindow time.Duration
 	// StoreDedupWindow is the message log's own duplicate window
-	// (JetStream's, kept in the servers' memory): long enough for a retried
-	// store and for every gateway to have read the others' send index
-	// records. Zero, or longer than DedupWindow: DedupWindow.
+	// (JetStream's, kept in the servers' memory, where the collector marks
+	// every id of it on every cycle): long enough for a retried store (a
+	// send's retries end within 10 s) and for every gateway to have read the
+	// others' send index records, or, after a crash, the log's last sends
+	// (the crashed gateway's registry entry expires within GatewayTTL).
+	// Zero, or longer than DedupWindow: DedupWindow.
 	StoreDedupWindow time.Duration
 }
 
 // DefaultSettings are the settings of a single node.
 func DefaultSettings() Settings {
-	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute, StoreDedupWindow: time.Minute}
+	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute, StoreDedupWindow: 30 * time.Second}
 }
 
 // MaxRecord is the largest record stored in the message log: a 64 KiB body
