@@ -33,6 +33,14 @@ import (
 // log's records of the last store window (and clockMargin): the sends a
 // node stored before it stopped without writing their keys (a crash) are
 // there. Sends wait until both are read.
+//
+// A node writes a record every CidFlush, empty when it stored nothing, and
+// a last one marked goodbye when it stops. When another node's records stop
+// without a goodbye for CidSilence (it crashed, or cannot store them), this
+// node reads the message log's last sends again, and again every CidSilence
+// while they stay stopped: the keys that node stored without writing them
+// are there. So the log's own window only has to outlast that silence and a
+// send's retries, not the gateway registry's expiry.
 type cidFeed struct {
 	svc     *Service
 	stream  jetstream.Stream // StreamCids
@@ -40,6 +48,11 @@ type cidFeed struct {
 	subject string
 	window  time.Duration // the dedup window (how long StreamCids keeps records, less natsx.CidsMargin)
 	store   time.Duration // the message log's own duplicate window
+	silence time.Duration // Config.CidSilence
+	// forget is how long a node whose records stopped is watched: its keys
+	// wait at most half the store window before it refuses sends (stale),
+	// and a send it took just before then ends within PublishTimeout.
+	forget time.Duration
 
 	mu       sync.Mutex
 	pending  []byte    // entries not yet stored on StreamCids
@@ -51,7 +64,24 @@ type cidFeed struct {
 	unstored atomic.Int64
 
 	ready chan struct{} // closed once the window is read
+
+	peersMu sync.Mutex
+	// peers holds, for each node's subject (this node's too), the server's
+	// time of the last record read from it; a goodbye removes it.
+	peers map[string]time.Time
+
+	lastReread time.Time   // when the last reread began (run's goroutine)
+	rereading  atomic.Bool // a reread is under way
+	rereads    sync.WaitGroup
+	// rereadSeq is the last log sequence the reads for a silent node have
+	// read (or the start's read): the next one reads on from there. 0
+	// while no node is silent.
+	rereadSeq atomic.Uint64
 }
+
+// hdrGoodbye marks a node's last StreamCids record: it stopped cleanly,
+// with every key stored.
+const hdrGoodbye = "Jc-Goodbye"
 
 // cidEntrySize is the size of one entry in a StreamCids record: the key's
 // two hashes, the message's sequence, its id's sequence, its time.
@@ -68,7 +98,9 @@ const maxCidEntries = natsx.MaxRecord / cidEntrySize
 func newCidFeed(s *Service, stream jetstream.Stream, gateway string, window, store time.Duration) *cidFeed {
 	return &cidFeed{
 		svc: s, stream: stream, idx: cidindex.New(window), subject: natsx.Cids(gateway),
-		window: window, store: store, ready: make(chan struct{}),
+		window: window, store: store, silence: s.cfg.CidSilence,
+		forget: store + s.cfg.PublishTimeout + s.cfg.CidSilence,
+		ready:  make(chan struct{}), peers: map[string]time.Time{},
 	}
 }
 
@@ -86,7 +118,14 @@ func (s *Service) IndexRecentSends(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return s.cids.loadLog(ctx)
+	return s.cids.reread(ctx)
+}
+
+// reread reads the message log's last sends into the index again.
+func (f *cidFeed) reread(ctx context.Context) error {
+	f.svc.m.SendIndexRereads.Inc()
+	_, err := f.loadLog(ctx, 0)
+	return err
 }
 
 // lookup answers a repeated send from the index, or returns the send's
@@ -178,8 +217,9 @@ func decodeCidEntries(b []byte, fn func(cidindex.Key, cidindex.Entry)) error {
 }
 
 // run loads the window (again and again until it can: sends wait), then
-// stores the pending keys every CidFlush and drops expired ones, until ctx
-// ends; it stores what is pending last.
+// every CidFlush stores the pending keys (an empty record when there are
+// none), drops expired ones and watches the other nodes' records (watch),
+// until ctx ends; it stores what is pending last, marked goodbye.
 func (f *cidFeed) run(ctx context.Context) {
 	var cc jetstream.ConsumeContext
 	for {
@@ -197,35 +237,122 @@ func (f *cidFeed) run(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+	f.lastReread = f.svc.cfg.Now() // load read the log
 	close(f.ready)
 	defer cc.Stop()
+	defer f.rereads.Wait()
+	failing := false
+	flush := func(ctx context.Context, goodbye bool) {
+		// A store whose answer is lost must not hold the flushes up: the
+		// next one stores the keys again (the index takes a key twice).
+		wait := min(f.svc.cfg.PublishTimeout, max(2*f.svc.cfg.CidFlush, time.Second))
+		if goodbye {
+			wait = f.svc.cfg.PublishTimeout
+		}
+		fctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		err := f.flush(fctx, goodbye)
+		switch {
+		case err != nil && !failing && (goodbye || ctx.Err() == nil):
+			f.svc.log.Warn("store the send index (retrying every flush)", "err", err)
+		case err == nil && failing:
+			f.svc.log.Info("the send index is stored again")
+		}
+		failing = err != nil
+	}
+	flush(ctx, false) // the other nodes know of this one from now on
 	tick := time.NewTicker(f.svc.cfg.CidFlush)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), f.svc.cfg.PublishTimeout)
-			if err := f.flush(fctx); err != nil {
-				f.svc.log.Warn("store the send index", "err", err)
-			}
-			cancel()
+			flush(context.Background(), true)
 			return
 		case <-tick.C:
-			fctx, cancel := context.WithTimeout(ctx, f.svc.cfg.PublishTimeout)
-			if err := f.flush(fctx); err != nil && ctx.Err() == nil {
-				f.svc.log.Warn("store the send index", "err", err)
-			}
-			cancel()
+			flush(ctx, false)
 			f.idx.Expire(f.svc.cfg.Now())
 			f.svc.m.SendIndexEntries.Set(float64(f.idx.Len()))
 			f.svc.m.SendIndexBytes.Set(float64(f.idx.Bytes()))
+			f.watch(ctx)
 		}
 	}
 }
 
-// flush stores the pending keys, in records of at most maxCidEntries.
-// Keys whose store fails stay pending.
-func (f *cidFeed) flush(ctx context.Context) error {
+// watch reads the message log's last sends again when a node's records
+// have stopped without a goodbye for longer than the silence, at most once
+// a silence, while they stay stopped (for forget): the first read from the
+// last store window (and clockMargin), or from where the start's read
+// ended, each next one on from where the last ended. A node's records
+// carry the server's time, so a node whose own reading of StreamCids lags
+// sees the others fall silent, and reads the log too.
+func (f *cidFeed) watch(ctx context.Context) {
+	now := f.svc.cfg.Now()
+	silent := ""
+	f.peersMu.Lock()
+	for subject, last := range f.peers {
+		switch age := now.Sub(last); {
+		case age > f.forget:
+			delete(f.peers, subject)
+		case age > f.silence && silent == "":
+			silent = subject
+		}
+	}
+	f.peersMu.Unlock()
+	if silent == "" {
+		if !f.rereading.Load() {
+			f.rereadSeq.Store(0)
+		}
+		return
+	}
+	if now.Sub(f.lastReread) < f.silence || !f.rereading.CompareAndSwap(false, true) {
+		return
+	}
+	f.lastReread = now
+	after := f.rereadSeq.Load()
+	f.svc.log.Info("a node's send index records stopped without a goodbye: reading the message log's last sends", "subject", silent, "after_seq", after)
+	f.svc.m.SendIndexRereads.Inc()
+	f.rereads.Add(1)
+	go func() {
+		defer f.rereads.Done()
+		defer f.rereading.Store(false)
+		last, err := f.loadLog(ctx, after)
+		if err != nil && ctx.Err() == nil {
+			f.svc.log.Warn("read the message log's last sends into the send index", "err", err)
+		}
+		if last > after {
+			f.rereadSeq.Store(last)
+		}
+	}()
+}
+
+// put adds a StreamCids record's keys to the index and notes its node.
+func (f *cidFeed) put(m jetstream.Msg) {
+	now := f.svc.cfg.Now()
+	if err := decodeCidEntries(m.Data(), func(k cidindex.Key, e cidindex.Entry) { f.idx.Put(k, e, now) }); err != nil {
+		f.svc.log.Warn("send index record", "subject", m.Subject(), "err", err)
+	}
+	subject := m.Subject()
+	if m.Headers().Get(hdrGoodbye) != "" {
+		f.peersMu.Lock()
+		delete(f.peers, subject)
+		f.peersMu.Unlock()
+		return
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	f.peersMu.Lock()
+	if md.Timestamp.After(f.peers[subject]) {
+		f.peers[subject] = md.Timestamp
+	}
+	f.peersMu.Unlock()
+}
+
+// flush stores the pending keys, in records of at most maxCidEntries, or
+// an empty record when none are pending; the last record is marked
+// goodbye when goodbye is set. Keys whose store fails stay pending.
+func (f *cidFeed) flush(ctx context.Context, goodbye bool) error {
 	f.mu.Lock()
 	b := f.pending
 	f.pending = nil
@@ -233,12 +360,19 @@ func (f *cidFeed) flush(ctx context.Context) error {
 		f.inflight = f.oldest
 	}
 	f.mu.Unlock()
-	for len(b) > 0 {
+	for first := true; first || len(b) > 0; first = false {
 		n := min(len(b), maxCidEntries*cidEntrySize)
-		if _, err := f.svc.js.PublishMsg(ctx, &nats.Msg{Subject: f.subject, Data: b[:n]}); err != nil {
+		m := &nats.Msg{Subject: f.subject, Data: b[:n]}
+		if goodbye && n == len(b) {
+			m.Header = nats.Header{hdrGoodbye: []string{"1"}}
+		}
+		if _, err := f.svc.js.PublishMsg(ctx, m); err != nil {
 			f.mu.Lock()
-			f.pending = append(b, f.pending...)
-			f.oldest, f.inflight = f.inflight, time.Time{}
+			if len(b) > 0 { // older than any key added since
+				f.pending = append(b, f.pending...)
+				f.oldest = f.inflight
+			}
+			f.inflight = time.Time{}
 			f.markUnstoredLocked()
 			f.mu.Unlock()
 			return fmt.Errorf("store %d keys on %s: %w", len(b)/cidEntrySize, f.subject, err)
@@ -260,19 +394,16 @@ func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
 	if err != nil {
 		return nil, fmt.Errorf("send index state: %w", err)
 	}
-	put := func(m jetstream.Msg, _ uint64) {
-		now := f.svc.cfg.Now()
-		if err := decodeCidEntries(m.Data(), func(k cidindex.Key, e cidindex.Entry) { f.idx.Put(k, e, now) }); err != nil {
-			f.svc.log.Warn("send index record", "subject", m.Subject(), "err", err)
-		}
-	}
-	last, err := f.readAll(ctx, natsx.StreamCids, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, put)
+	last, err := f.readAll(ctx, natsx.StreamCids, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy},
+		func(m jetstream.Msg, _ uint64) { f.put(m) })
 	if err != nil {
 		return nil, fmt.Errorf("read the send index: %w", err)
 	}
-	if err := f.loadLog(ctx); err != nil {
+	seq, err := f.loadLog(ctx, 0)
+	if err != nil {
 		return nil, err
 	}
+	f.rereadSeq.Store(seq)
 	// On from what was read, or from what was there (all of it expired).
 	cons, err := f.svc.js.OrderedConsumer(ctx, natsx.StreamCids, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
@@ -281,30 +412,34 @@ func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
 	if err != nil {
 		return nil, fmt.Errorf("follow the send index: %w", err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { put(m, 0) })
+	cc, err := cons.Consume(f.put)
 	if err != nil {
 		return nil, fmt.Errorf("follow the send index: %w", err)
 	}
 	return cc, nil
 }
 
-// loadLog reads the headers of the message log's records of the last store
-// window (and clockMargin) and indexes the sends among them.
-func (f *cidFeed) loadLog(ctx context.Context) error {
-	from := f.svc.cfg.Now().Add(-f.store - clockMargin)
-	_, err := f.readAll(ctx, natsx.StreamMsgs, jetstream.ConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
-		OptStartTime:  &from,
-		HeadersOnly:   true,
-	}, func(m jetstream.Msg, seq uint64) {
+// loadLog reads the headers of the message log's records after sequence
+// after, or, when after is 0, of the last store window (and clockMargin),
+// and indexes the sends among them. It returns the last sequence read (0:
+// none).
+func (f *cidFeed) loadLog(ctx context.Context, after uint64) (uint64, error) {
+	cfg := jetstream.ConsumerConfig{HeadersOnly: true}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	} else {
+		from := f.svc.cfg.Now().Add(-f.store - clockMargin)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+	}
+	last, err := f.readAll(ctx, natsx.StreamMsgs, cfg, func(m jetstream.Msg, seq uint64) {
 		if k, e, ok := sendKey(m.Headers(), seq); ok {
 			f.idx.Put(k, e, f.svc.cfg.Now())
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("read the message log's last sends: %w", err)
+		return last, fmt.Errorf("read the message log's last sends: %w", err)
 	}
-	return nil
+	return last, nil
 }
 
 // readAll reads what stream holds now from where cfg starts, through a

@@ -11,8 +11,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/jetchat/jetchat/groups"
+	"github.com/jetchat/jetchat/internal/await"
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/cidindex"
 	"github.com/jetchat/jetchat/internal/metrics"
@@ -286,4 +288,53 @@ func TestRepeatedGroupSendAfterTheStoreWindow(t *testing.T) {
 	if n := storedOn(t, a.Service, natsx.Group(g.ID)); n != 2 {
 		t.Errorf("the group's subject holds %d records, want 2 (its creation and one message)", n)
 	}
+}
+
+// knows reports whether s's send index holds from's cid.
+func knows(s *Service, from, cid string) bool {
+	_, ok := s.cids.idx.Get(cidindex.KeyOf(from, cid), s.cfg.Now())
+	return ok
+}
+
+// A node whose send index records stop without a goodbye (here it writes
+// one at start and then holds its keys for an hour, as a node that cannot
+// store them would) has its sends read from the message log by the others,
+// so a repeat on another node past the log's own window is still the first
+// send — without waiting for the gateway registry.
+func TestRepeatOnANodeAfterAnotherFellSilent(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
+	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: 300 * time.Millisecond})
+	first := sendOn(t, a.Service, "c1", "bob") // stored after b's start read the log
+	await.True(t, 10*time.Second, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
+	// b reads on while a stays silent, from where its last read ended: a
+	// send on another silent node (a itself refuses sends by now, its key
+	// unstored for half the log's window) is found too.
+	c := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
+	sendOn(t, c.Service, "c2", "carol")
+	await.True(t, 10*time.Second, "b reads c's send from the log", func() bool { return knows(b.Service, "alice", "c2") })
+	pastStoreWindow()
+	repeatOn(t, b.Service, first)
+}
+
+// A node writes a record every flush, keys or none, and a goodbye when it
+// stops: the others read the log again only when the records stop without
+// one.
+func TestOnlyASilenceWithoutGoodbyeIsReread(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: time.Second})
+	rereads := func() float64 { return testutil.ToFloat64(b.m.SendIndexRereads) }
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 50 * time.Millisecond})
+	time.Sleep(1500 * time.Millisecond) // a stores nothing, and is not silent
+	a.stop()
+	time.Sleep(2 * time.Second) // past b's silence after a's goodbye
+	if n := rereads(); n != 0 {
+		t.Fatalf("b read the log %v times while a was idle and after its goodbye, want 0", n)
+	}
+	c := startCidNode(t, ns, shortWindows, Config{CidFlush: 50 * time.Millisecond})
+	time.Sleep(300 * time.Millisecond)
+	c.crash()
+	await.True(t, 10*time.Second, "b reads the log after c's records stopped", func() bool { return rereads() > 0 })
 }

@@ -65,8 +65,14 @@ type Config struct {
 	// natsx.StreamCids). Default: a random id.
 	GatewayID string
 	// CidFlush is how often this node stores the keys of the sends it
-	// stored, for the other nodes' send index. Default 1 s.
+	// stored, for the other nodes' send index: a record every CidFlush,
+	// empty when there are none. Default 1 s.
 	CidFlush time.Duration
+	// CidSilence is how long another gateway's send index records may
+	// stop, without a goodbye, before this node reads the message log's
+	// last sends itself (that gateway's unstored keys are there). Default
+	// 3 × CidFlush.
+	CidSilence time.Duration
 	// Now is the clock (tests may set it).
 	Now func() time.Time
 }
@@ -124,6 +130,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CidFlush == 0 {
 		c.CidFlush = d.CidFlush
 	}
+	if c.CidSilence == 0 {
+		c.CidSilence = 3 * c.CidFlush
+	}
 	if c.GatewayID == "" {
 		c.GatewayID = nuid.Next()
 	}
@@ -133,8 +142,8 @@ func (c Config) withDefaults() (Config, error) {
 	if !ident.ValidToken(c.GatewayID) {
 		return c, fmt.Errorf("delivery: gateway id %q must match ^[A-Za-z0-9_-]{1,64}$", c.GatewayID)
 	}
-	if c.CidFlush < 0 {
-		return c, errors.New("delivery: the send index's flush interval must not be negative")
+	if c.CidFlush < 0 || c.CidSilence < 0 {
+		return c, errors.New("delivery: the send index's flush interval and silence must not be negative")
 	}
 	if c.Window < 16 || c.ReadBatch < 1 || c.ReceiptDelay < 0 || c.ReceiptSpacing < 0 || c.CursorFlush < 0 || c.ScanLimit < 100 || c.LiveSwitchGrace < 0 {
 		return c, errors.New("delivery: window must be at least 16, read batch at least 1, scan limit at least 100, durations not negative")

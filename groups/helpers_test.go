@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetchat/jetchat/groups"
+	"github.com/jetchat/jetchat/internal/await"
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
@@ -97,13 +98,7 @@ func ctx(t *testing.T) context.Context {
 // eventually polls cond until it holds, or fails the test after 5 s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	await.True(t, 5*time.Second, what, cond)
 }
 
 // scan calls fn for every message stored in the message log, in log order.

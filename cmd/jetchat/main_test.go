@@ -167,7 +167,8 @@ func TestServeEndToEnd(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{}, {"bogus"}, {"token"}, {"token", "--user", "a.b"}, {"serve", "--fsync", "sometimes"}, {"serve", "extra"}} {
+	for _, args := range [][]string{{}, {"bogus"}, {"token"}, {"token", "--user", "a.b"}, {"serve", "--fsync", "sometimes"}, {"serve", "extra"},
+		{"serve", "--dedup-store-window", "10s"}, {"serve", "--dedup-window", "10s", "--dedup-store-window", "5s"}} {
 		err := run(context.Background(), args, env("JETCHAT_DATA", t.TempDir()), io.Discard, io.Discard)
 		if _, ok := err.(usageError); !ok {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)

@@ -86,7 +86,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (3 on a 3-node NATS cluster)")
 	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long messages and receipts are kept")
 	fs.DurationVar(&f.dedupWindow, "dedup-window", 15*time.Minute, "how long a repeated send (same user and cid) is recognised")
-	fs.DurationVar(&f.storeDedupWindow, "dedup-store-window", 30*time.Second, "the message log's own duplicate window, in the NATS servers' memory: a retried store, and the moment until every gateway has read another's send index (the rest of --dedup-window is in the gateways' send index); at least 30s, and --dedup-window when that is shorter")
+	fs.DurationVar(&f.storeDedupWindow, "dedup-store-window", 15*time.Second, "the message log's own duplicate window, in the NATS servers' memory: a send's retries (10s), and the moment until every gateway has read another's send index or, after a crash, the log's last sends (the rest of --dedup-window is in the gateways' send index); at least 15s, and --dedup-window when that is shorter")
 	fs.Float64Var(&f.sendRate, "send-rate", 30, "sends per second allowed per user")
 	fs.IntVar(&f.sendBurst, "send-burst", 60, "sends a user may make at once")
 	fs.IntVar(&f.window, "window", 4096, "records a device may hold unacknowledged before delivery to it pauses")
@@ -128,8 +128,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if f.dedupWindow > f.retention {
 		return usageError{"--dedup-window must not be longer than --retention (JetStream forgets a record's id when the record expires)"}
 	}
-	if f.storeDedupWindow < 30*time.Second && f.storeDedupWindow < f.dedupWindow {
-		return usageError{"--dedup-store-window must be at least 30s (a retried store, and the gateways' reading of each other's send index), or cover --dedup-window"}
+	if f.storeDedupWindow < natsx.MinStoreDedupWindow && f.storeDedupWindow < f.dedupWindow {
+		return usageError{"--dedup-store-window must be at least 15s (a send's retries, and the gateways' reading of each other's send index or of a crashed one's last sends), or cover --dedup-window"}
 	}
 	if err := os.MkdirAll(f.keys.data, 0o755); err != nil {
 		return fmt.Errorf("create data folder: %w", err)

@@ -50,6 +50,11 @@ type Metrics struct {
 	// its tables take.
 	SendIndexEntries prometheus.Gauge
 	SendIndexBytes   prometheus.Gauge
+	// SendIndexRereads counts the reads of the message log's last sends
+	// into the send index after start: another gateway's records stopped
+	// without a goodbye (a crash, a partition), or its registry entry
+	// expired.
+	SendIndexRereads prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -89,6 +94,8 @@ func New() *Metrics {
 			Name: "jetchat_send_index_entries", Help: "Sends held by the send index (every gateway's sends of the dedup window), expired ones not yet dropped included."}),
 		SendIndexBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "jetchat_send_index_bytes", Help: "Memory held by the send index's tables (no pointers: not scanned by the collector)."}),
+		SendIndexRereads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetchat_send_index_rereads_total", Help: "Reads of the message log's last sends into the send index after start, because another gateway's send index records stopped without a goodbye or its registry entry expired."}),
 	}
 	r.MustRegister(
 		// go_gc_heap_live_bytes: the heap the last GC found live, the
@@ -99,7 +106,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.FramesIn, m.FramesOut, m.SessionWrites, m.MessagesSent, m.MessagesDelivered, m.MessagesRead,
 		m.DeliveryLatency, m.PublishLatency, m.Errors, m.SlowClosed, m.MissedRecords, m.BacklogReaders,
-		m.SendIndexEntries, m.SendIndexBytes,
+		m.SendIndexEntries, m.SendIndexBytes, m.SendIndexRereads,
 	)
 	return m
 }

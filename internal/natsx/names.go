@@ -160,14 +160,20 @@ type Settings struct {
 	// every id of it on every cycle): long enough for a retried store (a
 	// send's retries end within 10 s) and for every gateway to have read the
 	// others' send index records, or, after a crash, the log's last sends
-	// (the crashed gateway's registry entry expires within GatewayTTL).
+	// (read once a gateway's records have stopped for a few seconds).
 	// Zero, or longer than DedupWindow: DedupWindow.
 	StoreDedupWindow time.Duration
 }
 
+// MinStoreDedupWindow is the shortest message log window a gateway may
+// run with (and the default): a send's retries end within 10 s, and a
+// gateway whose send index records stop reaches the others' index within
+// a few seconds (delivery reads the log's last sends after 3 s of silence).
+const MinStoreDedupWindow = 15 * time.Second
+
 // DefaultSettings are the settings of a single node.
 func DefaultSettings() Settings {
-	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute, StoreDedupWindow: 30 * time.Second}
+	return Settings{Replicas: 1, Retention: 30 * 24 * time.Hour, DedupWindow: 15 * time.Minute, StoreDedupWindow: MinStoreDedupWindow}
 }
 
 // MaxRecord is the largest record stored in the message log: a 64 KiB body

@@ -34,8 +34,8 @@ func TestEnsureIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := info.CachedInfo().Config
-	if cfg.Description == "" || !cfg.AllowDirect || cfg.RePublish == nil || cfg.Duplicates != 30*time.Second {
-		t.Errorf("stream config = %+v, want description, direct gets, republish and a 30s duplicate window", cfg)
+	if cfg.Description == "" || !cfg.AllowDirect || cfg.RePublish == nil || cfg.Duplicates != natsx.MinStoreDedupWindow {
+		t.Errorf("stream config = %+v, want description, direct gets, republish and a 15s duplicate window", cfg)
 	}
 	cids, err := js.Stream(ctx, natsx.StreamCids)
 	if err != nil {

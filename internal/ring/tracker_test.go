@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetchat/jetchat/internal/await"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/registry"
@@ -160,13 +161,7 @@ func TestTrackersAgree(t *testing.T) {
 	}
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		await.True(t, 10*time.Second, what, ok)
 	}
 	waitFor("every tracker to see 3 gateways", func() bool {
 		for _, g := range gws {

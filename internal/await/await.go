@@ -1,0 +1,21 @@
+// Package await is for tests: it waits for a condition that something
+// running in the background makes true.
+package await
+
+import (
+	"testing"
+	"time"
+)
+
+// True polls cond until it holds, and fails the test when it still does
+// not after timeout.
+func True(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting until %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,42 @@
+package await_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jetchat/jetchat/internal/await"
+)
+
+func TestTrueWaitsForTheCondition(t *testing.T) {
+	var n atomic.Int32
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		n.Store(1)
+	}()
+	await.True(t, 5*time.Second, "n is set", func() bool { return n.Load() == 1 })
+}
+
+// failing records a test's failure without ending the test calling it.
+type failing struct {
+	testing.TB
+	failed bool
+}
+
+func (f *failing) Helper()               {}
+func (f *failing) Fatalf(string, ...any) { f.failed = true; panic(f) }
+
+func TestTrueFailsAfterTheTimeout(t *testing.T) {
+	f := &failing{TB: t}
+	func() {
+		defer func() {
+			if r := recover(); r != nil && r != f {
+				panic(r)
+			}
+		}()
+		await.True(f, 30*time.Millisecond, "never", func() bool { return false })
+	}()
+	if !f.failed {
+		t.Error("a condition that never held did not fail the test")
+	}
+}
