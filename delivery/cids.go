@@ -124,7 +124,7 @@ func (s *Service) IndexRecentSends(ctx context.Context) error {
 // reread reads the message log's last sends into the index again.
 func (f *cidFeed) reread(ctx context.Context) error {
 	f.svc.m.SendIndexRereads.Inc()
-	_, err := f.loadLog(ctx, 0)
+	_, err := f.loadLog(ctx, 0, "another gateway's registry entry expired")
 	return err
 }
 
@@ -309,13 +309,12 @@ func (f *cidFeed) watch(ctx context.Context) {
 	}
 	f.lastReread = now
 	after := f.rereadSeq.Load()
-	f.svc.log.Info("a node's send index records stopped without a goodbye: reading the message log's last sends", "subject", silent, "after_seq", after)
 	f.svc.m.SendIndexRereads.Inc()
 	f.rereads.Add(1)
 	go func() {
 		defer f.rereads.Done()
 		defer f.rereading.Store(false)
-		last, err := f.loadLog(ctx, after)
+		last, err := f.loadLog(ctx, after, "the send index records of "+silent+" stopped without a goodbye")
 		if err != nil && ctx.Err() == nil {
 			f.svc.log.Warn("read the message log's last sends into the send index", "err", err)
 		}
@@ -399,7 +398,7 @@ func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the send index: %w", err)
 	}
-	seq, err := f.loadLog(ctx, 0)
+	seq, err := f.loadLog(ctx, 0, "start")
 	if err != nil {
 		return nil, err
 	}
@@ -421,9 +420,10 @@ func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
 
 // loadLog reads the headers of the message log's records after sequence
 // after, or, when after is 0, of the last store window (and clockMargin),
-// and indexes the sends among them. It returns the last sequence read (0:
-// none).
-func (f *cidFeed) loadLog(ctx context.Context, after uint64) (uint64, error) {
+// and indexes the sends among them; it logs why, what it read and how long
+// it took. It returns the last sequence read (0: none).
+func (f *cidFeed) loadLog(ctx context.Context, after uint64, why string) (uint64, error) {
+	start, n, sends := time.Now(), 0, 0
 	cfg := jetstream.ConsumerConfig{HeadersOnly: true}
 	if after > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
@@ -432,13 +432,17 @@ func (f *cidFeed) loadLog(ctx context.Context, after uint64) (uint64, error) {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
 	last, err := f.readAll(ctx, natsx.StreamMsgs, cfg, func(m jetstream.Msg, seq uint64) {
+		n++
 		if k, e, ok := sendKey(m.Headers(), seq); ok {
+			sends++
 			f.idx.Put(k, e, f.svc.cfg.Now())
 		}
 	})
 	if err != nil {
 		return last, fmt.Errorf("read the message log's last sends: %w", err)
 	}
+	f.svc.log.Info("read the message log's last sends into the send index", "why", why, "after_seq", after,
+		"records", n, "sends", sends, "took", time.Since(start).Round(time.Millisecond))
 	return last, nil
 }
 
