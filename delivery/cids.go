@@ -41,6 +41,10 @@ import (
 // while they stay stopped: the keys that node stored without writing them
 // are there. So the log's own window only has to outlast that silence and a
 // send's retries, not the gateway registry's expiry.
+//
+// A message store of this node that failed may have been stored, its
+// answers lost: sends are refused until the node has read the log from
+// before it on (storeFailed, readUnsure).
 type cidFeed struct {
 	svc     *Service
 	stream  jetstream.Stream // StreamCids
@@ -77,6 +81,14 @@ type cidFeed struct {
 	// read (or the start's read): the next one reads on from there. 0
 	// while no node is silent.
 	rereadSeq atomic.Uint64
+	// unsure is when the earliest message store that failed and is not yet
+	// covered by a read of the log began (ns since the epoch; 0: none). A
+	// failed store may have been stored after all, its answers lost: until
+	// the log is read from then on, sends are refused. Set under unsureMu,
+	// read without it by every send.
+	unsure    atomic.Int64
+	unsureMu  sync.Mutex
+	unsureGen uint64 // failed stores noted so far
 }
 
 // hdrGoodbye marks a node's last StreamCids record: it stopped cleanly,
@@ -108,6 +120,29 @@ func newCidFeed(s *Service, stream jetstream.Stream, gateway string, window, sto
 // sends wait until then. /readyz reports it.
 func (s *Service) SendIndexReady() <-chan struct{} { return s.cids.ready }
 
+// SendIndexState returns nil when the send index takes sends, or why it
+// does not: it is still loading, its keys cannot be stored, or a message
+// store failed and it reads the log first. /readyz reports it.
+func (s *Service) SendIndexState() error {
+	select {
+	case <-s.cids.ready:
+	default:
+		return errors.New("the send index is still loading")
+	}
+	return s.cids.refusal()
+}
+
+// refusal says why sends are refused once the index is loaded, or nil.
+func (f *cidFeed) refusal() error {
+	if f.stale() {
+		return errors.New("the send index cannot be stored")
+	}
+	if f.unsure.Load() != 0 {
+		return errors.New("a store failed; the send index reads the message log first")
+	}
+	return nil
+}
+
 // IndexRecentSends reads the message log's sends of the last store window
 // (and clockMargin) into the send index. Call it when another gateway has
 // stopped without a clean shutdown: the keys of its last second of sends
@@ -136,8 +171,8 @@ func (f *cidFeed) lookup(ctx context.Context, from, cid string) (chat.Sent, cidi
 	case <-ctx.Done():
 		return chat.Sent{}, cidindex.Key{}, false, fmt.Errorf("%w: the send index is still loading", ErrUnavailable)
 	}
-	if f.stale() {
-		return chat.Sent{}, cidindex.Key{}, false, fmt.Errorf("%w: the send index cannot be stored", ErrUnavailable)
+	if err := f.refusal(); err != nil {
+		return chat.Sent{}, cidindex.Key{}, false, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	k := cidindex.KeyOf(from, cid)
 	e, ok := f.idx.Get(k, f.svc.cfg.Now())
@@ -169,6 +204,20 @@ func (f *cidFeed) markUnstoredLocked() {
 	} else {
 		f.unstored.Store(since.UnixNano())
 	}
+}
+
+// storeFailed notes that a message store begun at start failed: it may
+// have been stored, its answers lost, and a repeat past the log's window
+// would then be stored again. Sends wait for a read of the log from then on
+// (watch).
+func (f *cidFeed) storeFailed(start time.Time) {
+	t := start.UnixNano()
+	f.unsureMu.Lock()
+	defer f.unsureMu.Unlock()
+	if cur := f.unsure.Load(); cur == 0 || t < cur {
+		f.unsure.Store(t)
+	}
+	f.unsureGen++
 }
 
 // remember records a stored send under its key.
@@ -286,6 +335,12 @@ func (f *cidFeed) run(ctx context.Context) {
 // carry the server's time, so a node whose own reading of StreamCids lags
 // sees the others fall silent, and reads the log too.
 func (f *cidFeed) watch(ctx context.Context) {
+	if f.unsure.Load() != 0 {
+		if f.rereading.CompareAndSwap(false, true) {
+			f.readUnsure(ctx)
+		}
+		return
+	}
 	now := f.svc.cfg.Now()
 	silent := ""
 	f.peersMu.Lock()
@@ -321,6 +376,34 @@ func (f *cidFeed) watch(ctx context.Context) {
 		if last > after {
 			f.rereadSeq.Store(last)
 		}
+	}()
+}
+
+// readUnsure reads the log's sends from before the earliest failed store's
+// start on, in the background, and lets sends go on when no store failed
+// meanwhile (a store that failed after the read began may lie past what it
+// read). rereading is set; it clears it.
+func (f *cidFeed) readUnsure(ctx context.Context) {
+	f.unsureMu.Lock()
+	since, gen := f.unsure.Load(), f.unsureGen
+	f.unsureMu.Unlock()
+	f.svc.m.SendIndexRereads.Inc()
+	f.rereads.Add(1)
+	go func() {
+		defer f.rereads.Done()
+		defer f.rereading.Store(false)
+		from := time.Unix(0, since).Add(-clockMargin)
+		if _, err := f.loadLogFrom(ctx, from, "a message store failed"); err != nil {
+			if ctx.Err() == nil {
+				f.svc.log.Warn("read the message log's last sends into the send index (sends wait)", "err", err)
+			}
+			return
+		}
+		f.unsureMu.Lock()
+		if f.unsureGen == gen {
+			f.unsure.Store(0)
+		}
+		f.unsureMu.Unlock()
 	}()
 }
 
@@ -423,14 +506,22 @@ func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
 // and indexes the sends among them; it logs why, what it read and how long
 // it took. It returns the last sequence read (0: none).
 func (f *cidFeed) loadLog(ctx context.Context, after uint64, why string) (uint64, error) {
-	start, n, sends := time.Now(), 0, 0
-	cfg := jetstream.ConsumerConfig{HeadersOnly: true}
-	if after > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
-	} else {
-		from := f.svc.cfg.Now().Add(-f.store - clockMargin)
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+	if after == 0 {
+		return f.loadLogFrom(ctx, f.svc.cfg.Now().Add(-f.store-clockMargin), why)
 	}
+	return f.readLog(ctx, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1}, why)
+}
+
+// loadLogFrom is loadLog from the records stored at or after from.
+func (f *cidFeed) loadLogFrom(ctx context.Context, from time.Time, why string) (uint64, error) {
+	return f.readLog(ctx, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}, why)
+}
+
+// readLog reads the headers of the message log's records from where cfg
+// starts and indexes the sends among them.
+func (f *cidFeed) readLog(ctx context.Context, cfg jetstream.ConsumerConfig, why string) (uint64, error) {
+	start, n, sends := time.Now(), 0, 0
+	cfg.HeadersOnly = true
 	last, err := f.readAll(ctx, natsx.StreamMsgs, cfg, func(m jetstream.Msg, seq uint64) {
 		n++
 		if k, e, ok := sendKey(m.Headers(), seq); ok {
@@ -441,7 +532,7 @@ func (f *cidFeed) loadLog(ctx context.Context, after uint64, why string) (uint64
 	if err != nil {
 		return last, fmt.Errorf("read the message log's last sends: %w", err)
 	}
-	f.svc.log.Info("read the message log's last sends into the send index", "why", why, "after_seq", after,
+	f.svc.log.Info("read the message log's last sends into the send index", "why", why, "from_seq", cfg.OptStartSeq,
 		"records", n, "sends", sends, "took", time.Since(start).Round(time.Millisecond))
 	return last, nil
 }
@@ -498,7 +589,7 @@ func (f *cidFeed) readAll(ctx context.Context, stream string, cfg jetstream.Cons
 // sendKey reads the index entry of a stored message from its headers:
 // messages carry Nats-Msg-Id m:<sender>:<cid>.
 func sendKey(h nats.Header, seq uint64) (cidindex.Key, cidindex.Entry, bool) {
-	rest, ok := strings.CutPrefix(h.Get(hdrMsgID), "m:")
+	rest, ok := strings.CutPrefix(h.Get(hdrMsgID), dedupMessage)
 	if !ok {
 		return cidindex.Key{}, cidindex.Entry{}, false
 	}

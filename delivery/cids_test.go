@@ -338,3 +338,52 @@ func TestOnlyASilenceWithoutGoodbyeIsReread(t *testing.T) {
 	c.crash()
 	await.True(t, 10*time.Second, "b reads the log after c's records stopped", func() bool { return rereads() > 0 })
 }
+
+// A message store that failed may have been stored after all, its answers
+// lost: the node reads the log from before it on, so a repeat past the
+// log's own window is still the first send.
+func TestRepeatAfterAFailedStoreIsTheFirstSend(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: time.Hour})
+	b := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour, CidSilence: time.Hour}) // keeps its keys
+	start := time.Now()
+	first := sendOn(t, b.Service, "c1", "bob") // as if a's store whose answers were lost
+	pastStoreWindow()
+	if knows(a.Service, "alice", "c1") {
+		t.Fatal("a knows the send before any read of the log")
+	}
+	a.cids.storeFailed(start)
+	await.True(t, 10*time.Second, "a reads the log after the failed store", func() bool { return knows(a.Service, "alice", "c1") })
+	await.True(t, 10*time.Second, "sends go on", func() bool { return a.cids.unsure.Load() == 0 })
+	repeatOn(t, a.Service, first)
+}
+
+// A message store that fails makes the node refuse sends until it has read
+// the log from before it on (here it never does: no flush tick comes).
+func TestSendsWaitAfterAFailedStore(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour, PublishTimeout: 300 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.js.DeleteStream(ctx, natsx.StreamMsgs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.send(ctx, "alice", "phone", chat.SendRequest{CID: "c1", To: "bob", Body: "hi"}, false); err == nil {
+		t.Fatal("a send without the message log succeeded")
+	}
+	if a.cids.unsure.Load() == 0 {
+		t.Fatal("the failed store was not noted")
+	}
+	if _, err := natsx.Ensure(ctx, a.js, shortWindows); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.send(ctx, "alice", "phone", chat.SendRequest{CID: "c2", To: "bob", Body: "hi"}, false)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a send after a failed store, before the log was read: %v, want unavailable", err)
+	}
+	if n := storedOn(t, a.Service, natsx.Inbox("bob")); n != 0 {
+		t.Errorf("bob's inbox holds %d records, want none", n)
+	}
+}

@@ -17,6 +17,9 @@ import (
 // headers below carry what delivery needs without parsing the JSON.
 const (
 	hdrMsgID = "Nats-Msg-Id"
+	// dedupMessage begins a message's Nats-Msg-Id, m:<sender>:<cid> (c: a
+	// copy's, r: a receipts record's).
+	dedupMessage = "m:"
 	// HdrKind is the record kind: KindMessage, KindCopy or KindReceipts.
 	HdrKind = "Jc-Kind"
 	// HdrFrom is the sender of a message.

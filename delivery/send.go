@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,7 +64,7 @@ func (s *Service) store(ctx context.Context, from, device string, req chat.SendR
 	if copySeq != 0 {
 		id = MessageID(copySeq)
 	}
-	m := newMessageRecord(natsx.Inbox(req.To), "m:", KindMessage, id, from, device, req, ts)
+	m := newMessageRecord(natsx.Inbox(req.To), dedupMessage, KindMessage, id, from, device, req, ts)
 	ack, err := s.publish(ctx, m)
 	if err != nil {
 		return chat.Sent{}, fmt.Errorf("store message from %s: %w: %v", from, ErrUnavailable, err)
@@ -117,7 +118,7 @@ func (s *Service) sendGroup(ctx context.Context, from, device string, req chat.S
 		return prior, err
 	}
 	ts := s.cfg.Now().UnixMilli()
-	m := newMessageRecord(natsx.Group(req.Group), "m:", KindMessage, "", from, device, req, ts)
+	m := newMessageRecord(natsx.Group(req.Group), dedupMessage, KindMessage, "", from, device, req, ts)
 	ack, err := s.publish(ctx, m)
 	if err != nil {
 		return chat.Sent{}, fmt.Errorf("store group message from %s: %w: %v", from, ErrUnavailable, err)
@@ -209,6 +210,7 @@ func (s *Service) publish(ctx context.Context, m *nats.Msg) (natsx.PubAck, error
 	for {
 		wait := min(time.Until(deadline), 3*time.Second)
 		if wait <= 0 {
+			s.unsureStore(m, start)
 			return natsx.PubAck{}, context.DeadlineExceeded
 		}
 		ack, err := natsx.Publish(s.nc, m, wait)
@@ -217,6 +219,9 @@ func (s *Service) publish(ctx context.Context, m *nats.Msg) (natsx.PubAck, error
 			return ack, nil
 		}
 		if !natsx.Retryable(err) || ctx.Err() != nil || time.Until(deadline) <= backoff {
+			if natsx.Retryable(err) {
+				s.unsureStore(m, start)
+			}
 			return natsx.PubAck{}, err
 		}
 		s.log.Debug("publish failed, retrying", "subject", m.Subject, "err", err)
@@ -226,6 +231,14 @@ func (s *Service) publish(ctx context.Context, m *nats.Msg) (natsx.PubAck, error
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// unsureStore tells the send index of a message store begun at start whose
+// outcome is unknown: it may have been stored, its answers lost.
+func (s *Service) unsureStore(m *nats.Msg, start time.Time) {
+	if strings.HasPrefix(m.Header.Get(hdrMsgID), dedupMessage) {
+		s.cids.storeFailed(start)
 	}
 }
 

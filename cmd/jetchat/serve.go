@@ -288,8 +288,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		// Backend services reach the node over NATS: until the service
 		// API has subscribed, their requests find no responders.
 		readyWhen("service_api", svcs.api.Ready(), "the service API is not subscribed yet"),
-		// Sends wait until the send index holds the dedup window.
-		readyWhen("send_index", dsvc.SendIndexReady(), "the send index is still loading"),
+		// Sends wait until the send index holds the dedup window, and
+		// are refused while its keys cannot be stored or it reads the log
+		// after a failed store.
+		{Name: "send_index", Check: func(context.Context) error { return dsvc.SendIndexState() }},
 		// Until the live gateways are loaded the ring is empty and routing
 		// fails open (every user is this gateway's): not ready for traffic.
 		readyWhen("gateways", reg.Ready(), "the live gateways are not loaded yet"),
