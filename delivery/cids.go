@@ -147,6 +147,9 @@ func (f *cidFeed) refusal() error {
 // (and clockMargin) into the send index. Call it when another gateway has
 // stopped without a clean shutdown: the keys of its last second of sends
 // may never have reached StreamCids, and its users' repeats now come here.
+// The feed sees a gateway whose records stop by itself (watch), but not one
+// that restarted under the same id within the silence: its new
+// incarnation's records go on where the old one's stopped.
 func (s *Service) IndexRecentSends(ctx context.Context) error {
 	select {
 	case <-s.cids.ready:
@@ -364,17 +367,25 @@ func (f *cidFeed) watch(ctx context.Context) {
 	}
 	f.lastReread = now
 	after := f.rereadSeq.Load()
+	f.background(ctx, func() error {
+		last, err := f.loadLog(ctx, after, "the send index records of "+silent+" stopped without a goodbye")
+		if last > after {
+			f.rereadSeq.Store(last)
+		}
+		return err
+	})
+}
+
+// background runs read, a read of the log into the index, in a goroutine
+// run waits for; rereading is set, and is cleared when read returns.
+func (f *cidFeed) background(ctx context.Context, read func() error) {
 	f.svc.m.SendIndexRereads.Inc()
 	f.rereads.Add(1)
 	go func() {
 		defer f.rereads.Done()
 		defer f.rereading.Store(false)
-		last, err := f.loadLog(ctx, after, "the send index records of "+silent+" stopped without a goodbye")
-		if err != nil && ctx.Err() == nil {
+		if err := read(); err != nil && ctx.Err() == nil {
 			f.svc.log.Warn("read the message log's last sends into the send index", "err", err)
-		}
-		if last > after {
-			f.rereadSeq.Store(last)
 		}
 	}()
 }
@@ -387,24 +398,18 @@ func (f *cidFeed) readUnsure(ctx context.Context) {
 	f.unsureMu.Lock()
 	since, gen := f.unsure.Load(), f.unsureGen
 	f.unsureMu.Unlock()
-	f.svc.m.SendIndexRereads.Inc()
-	f.rereads.Add(1)
-	go func() {
-		defer f.rereads.Done()
-		defer f.rereading.Store(false)
+	f.background(ctx, func() error {
 		from := time.Unix(0, since).Add(-clockMargin)
 		if _, err := f.loadLogFrom(ctx, from, "a message store failed"); err != nil {
-			if ctx.Err() == nil {
-				f.svc.log.Warn("read the message log's last sends into the send index (sends wait)", "err", err)
-			}
-			return
+			return err // sends wait; the next flush tick reads again
 		}
 		f.unsureMu.Lock()
 		if f.unsureGen == gen {
 			f.unsure.Store(0)
 		}
 		f.unsureMu.Unlock()
-	}()
+		return nil
+	})
 }
 
 // put adds a StreamCids record's keys to the index and notes its node.

@@ -150,27 +150,23 @@ func TestRepeatOnAnotherNode(t *testing.T) {
 	repeatOn(t, b.Service, first)
 }
 
-func TestRepeatAfterARestart(t *testing.T) {
+// A node starting after another one stopped knows its sends: stored at its
+// shutdown, or, after a crash that kept them from the send index's stream,
+// read from the message log's last sends at start.
+func TestRepeatOnANodeStartedAfterAnother(t *testing.T) {
 	t.Parallel()
-	ns := natstest.RunJetStream(t)
-	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour}) // stored only at shutdown
-	first := sendOn(t, a.Service, "c1", "bob")
-	a.stop()
-	pastStoreWindow()
-	c := startCidNode(t, ns, shortWindows, Config{})
-	repeatOn(t, c.Service, first)
-}
-
-func TestRepeatAfterACrashBeforeTheKeysWereStored(t *testing.T) {
-	t.Parallel()
-	ns := natstest.RunJetStream(t)
-	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
-	first := sendOn(t, a.Service, "c1", "bob")
-	a.crash() // its keys never reach the send index's stream
-	pastStoreWindow()
-	// A node starting now reads the message log's last sends itself.
-	c := startCidNode(t, ns, shortWindows, Config{})
-	repeatOn(t, c.Service, first)
+	for name, end := range map[string]func(*cidNode){"stop": func(n *cidNode) { n.stop() }, "crash": func(n *cidNode) { n.crash() }} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ns := natstest.RunJetStream(t)
+			a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour}) // stored only at shutdown
+			first := sendOn(t, a.Service, "c1", "bob")
+			end(a)
+			pastStoreWindow()
+			c := startCidNode(t, ns, shortWindows, Config{})
+			repeatOn(t, c.Service, first)
+		})
+	}
 }
 
 func TestRepeatAfterTheWindowIsANewSend(t *testing.T) {
@@ -249,17 +245,10 @@ func TestSendsStopWhileTheSendIndexCannotBeStored(t *testing.T) {
 	if _, err := a.js.CreateStream(ctx, natsx.CidsStream(shortWindows)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	await.True(t, 5*time.Second, "sends go on after the stream came back", func() bool {
 		_, err := a.send(ctx, "alice", "phone", chat.SendRequest{CID: "c3", To: "bob", Body: "hi"}, false)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sends still refused after the stream came back: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 // A group send is recognised by the same (sender, cid) key as a 1:1 one.
@@ -301,6 +290,21 @@ func knows(s *Service, from, cid string) bool {
 // store them would) has its sends read from the message log by the others,
 // so a repeat on another node past the log's own window is still the first
 // send — without waiting for the gateway registry.
+// A node killed before it stored its keys (its connection closed, nothing
+// more sent) is read from the log by a running node, with no word from the
+// gateway registry: a repeat there is still the first send.
+func TestRepeatOnARunningNodeAfterAnotherWasKilled(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
+	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: 300 * time.Millisecond})
+	first := sendOn(t, a.Service, "c1", "bob")
+	a.crash()
+	await.True(t, 10*time.Second, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
+	pastStoreWindow()
+	repeatOn(t, b.Service, first)
+}
+
 func TestRepeatOnANodeAfterAnotherFellSilent(t *testing.T) {
 	t.Parallel()
 	ns := natstest.RunJetStream(t)
