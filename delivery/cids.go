@@ -44,7 +44,10 @@ import (
 //
 // A message store of this node that failed may have been stored, its
 // answers lost: sends are refused until the node has read the log from
-// before it on (storeFailed, readUnsure).
+// before it on, and the keys found there that the index lacked go to the
+// other nodes with the next flush (storeFailed, readUnsure). Stores go
+// through a connection that buffers nothing across a reconnect
+// (Config.StoreConn), so none lands after that read.
 type cidFeed struct {
 	svc     *Service
 	stream  jetstream.Stream // StreamCids
@@ -229,9 +232,14 @@ func (f *cidFeed) remember(k cidindex.Key, out chat.Sent) {
 	if p, ok := parseID(out.ID); ok && !p.receipt {
 		idSeq = p.seq
 	}
-	e := cidindex.Entry{Seq: out.Seq, IDSeq: idSeq, TS: out.TS}
+	f.add(k, cidindex.Entry{Seq: out.Seq, IDSeq: idSeq, TS: out.TS}, true)
+}
+
+// add puts a key into the index and, when share is set and the index did
+// not have it, among the keys the next flush stores for the other nodes.
+func (f *cidFeed) add(k cidindex.Key, e cidindex.Entry, share bool) {
 	now := f.svc.cfg.Now()
-	if !f.idx.Put(k, e, now) {
+	if !f.idx.Put(k, e, now) || !share {
 		return
 	}
 	f.mu.Lock()
@@ -391,17 +399,30 @@ func (f *cidFeed) background(ctx context.Context, read func() error) {
 }
 
 // readUnsure reads the log's sends from before the earliest failed store's
-// start on, in the background, and lets sends go on when no store failed
-// meanwhile (a store that failed after the read began may lie past what it
-// read). rereading is set; it clears it.
+// start on, in the background, once the store connection has answered a
+// ping; it shares the keys the index lacked with the other nodes, and lets
+// sends go on when no store failed meanwhile (a store that failed after
+// the read began may lie past what it read). rereading is set; it clears
+// it.
 func (f *cidFeed) readUnsure(ctx context.Context) {
 	f.unsureMu.Lock()
 	since, gen := f.unsure.Load(), f.unsureGen
 	f.unsureMu.Unlock()
 	f.background(ctx, func() error {
+		// Once the store connection has answered a ping sent after the
+		// failure, what it had sent before is in the server's hands (or
+		// was dropped with a connection that closed), not on its way.
+		fctx, cancel := context.WithTimeout(ctx, f.svc.cfg.PublishTimeout)
+		err := f.svc.storeNC.FlushWithContext(fctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("flush the store connection: %w", err) // sends wait; the next flush tick reads again
+		}
+		// A send of this node that was stored, its answers lost, is in
+		// no other node's index: its key goes to them with the next flush.
 		from := time.Unix(0, since).Add(-clockMargin)
-		if _, err := f.loadLogFrom(ctx, from, "a message store failed"); err != nil {
-			return err // sends wait; the next flush tick reads again
+		if _, err := f.loadLogFrom(ctx, from, "a message store failed", true); err != nil {
+			return err
 		}
 		f.unsureMu.Lock()
 		if f.unsureGen == gen {
@@ -512,26 +533,27 @@ func (f *cidFeed) load(ctx context.Context) (jetstream.ConsumeContext, error) {
 // it took. It returns the last sequence read (0: none).
 func (f *cidFeed) loadLog(ctx context.Context, after uint64, why string) (uint64, error) {
 	if after == 0 {
-		return f.loadLogFrom(ctx, f.svc.cfg.Now().Add(-f.store-clockMargin), why)
+		return f.loadLogFrom(ctx, f.svc.cfg.Now().Add(-f.store-clockMargin), why, false)
 	}
-	return f.readLog(ctx, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1}, why)
+	return f.readLog(ctx, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1}, why, false)
 }
 
-// loadLogFrom is loadLog from the records stored at or after from.
-func (f *cidFeed) loadLogFrom(ctx context.Context, from time.Time, why string) (uint64, error) {
-	return f.readLog(ctx, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}, why)
+// loadLogFrom is loadLog from the records stored at or after from; with
+// share, the keys the index did not have go to the other nodes too.
+func (f *cidFeed) loadLogFrom(ctx context.Context, from time.Time, why string, share bool) (uint64, error) {
+	return f.readLog(ctx, jetstream.ConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}, why, share)
 }
 
 // readLog reads the headers of the message log's records from where cfg
-// starts and indexes the sends among them.
-func (f *cidFeed) readLog(ctx context.Context, cfg jetstream.ConsumerConfig, why string) (uint64, error) {
+// starts and indexes the sends among them (sharing new keys with share).
+func (f *cidFeed) readLog(ctx context.Context, cfg jetstream.ConsumerConfig, why string, share bool) (uint64, error) {
 	start, n, sends := time.Now(), 0, 0
 	cfg.HeadersOnly = true
 	last, err := f.readAll(ctx, natsx.StreamMsgs, cfg, func(m jetstream.Msg, seq uint64) {
 		n++
 		if k, e, ok := sendKey(m.Headers(), seq); ok {
 			sends++
-			f.idx.Put(k, e, f.svc.cfg.Now())
+			f.add(k, e, share)
 		}
 	})
 	if err != nil {

@@ -363,6 +363,31 @@ func TestRepeatAfterAFailedStoreIsTheFirstSend(t *testing.T) {
 	repeatOn(t, a.Service, first)
 }
 
+// A store of a that failed but was stored after all, its answers lost, is
+// in no node's index; a's read of the log after the failure finds it, and
+// passes its key on: a repeat on another node past the log's own window is
+// still the first send.
+func TestAFailedStoreFoundInTheLogReachesTheOtherNodes(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: time.Hour})
+	c := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	// Stored, but not answered: the index is not told.
+	first, err := a.store(ctx, "alice", "phone", chat.SendRequest{CID: "c1", To: "bob", Body: "hello c1"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Duplicate = true // as a repeat is answered
+	a.cids.storeFailed(start)
+	await.True(t, 10*time.Second, "a reads the log after the failed store", func() bool { return a.cids.unsure.Load() == 0 })
+	await.True(t, 10*time.Second, "c learns the send from a's records", func() bool { return knows(c.Service, "alice", "c1") })
+	pastStoreWindow()
+	repeatOn(t, c.Service, first)
+}
+
 // A message store that fails makes the node refuse sends until it has read
 // the log from before it on (here it never does: no flush tick comes).
 func TestSendsWaitAfterAFailedStore(t *testing.T) {

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,14 +22,16 @@ import (
 // online users' devices fed from the message log, tracks acks, and produces
 // receipts. Create it with New and run it with Run.
 type Service struct {
-	cfg  Config
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	kv   jetstream.KeyValue
-	msgs jetstream.Stream
-	cids *cidFeed // the send index
-	m    *metrics.Metrics
-	log  *slog.Logger
+	cfg Config
+	nc  *nats.Conn
+	// storeNC is the connection message stores go through (Config.StoreConn).
+	storeNC *nats.Conn
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	msgs    jetstream.Stream
+	cids    *cidFeed // the send index
+	m       *metrics.Metrics
+	log     *slog.Logger
 
 	// ctx lives until Run returns; catch-up goroutines use it.
 	ctx    context.Context
@@ -107,6 +110,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 	s := &Service{
 		cfg:     cfg,
 		nc:      nc,
+		storeNC: cmp.Or(cfg.StoreConn, nc),
 		js:      js,
 		kv:      res.Devices,
 		msgs:    res.Msgs,

@@ -121,6 +121,14 @@ func TestGatewayRidesOutANATSOutage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the retried send after the outage: %v", err)
 	}
+	// The attempts made during the outage were refused, not kept in a
+	// buffer to be stored once NATS came back (and then, past the log's
+	// own duplicate window, beside a repeat made on another gateway): the
+	// retry is stored now, with a time after NATS came back.
+	if retried.TS < back.UnixMilli() {
+		t.Errorf("the retried send was answered with a message stored at %s, before NATS came back at %s: a store from the outage landed later",
+			time.UnixMilli(retried.TS).Format(time.StampMilli), back.Format(time.StampMilli))
+	}
 	fresh, err := alice.Send(ctx, "bob", "after the outage")
 	if err != nil {
 		t.Fatal(err)

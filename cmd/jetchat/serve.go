@@ -174,7 +174,24 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			}
 		}),
 	}
-	var nc *nats.Conn
+	// With an external NATS, message stores go through a connection of
+	// their own that buffers nothing while it reconnects
+	// (natsx.StoreConnOptions): the server may be away for minutes. The
+	// embedded server's in-process connection reconnects at once, so a
+	// store it buffered lands within moments, inside the log's own window;
+	// a second connection there only costs (it lengthened the dm tail by a
+	// few milliseconds, docs/benchmarks.md).
+	storeOpts := append([]nats.Option{
+		nats.Name("jetchat " + f.gatewayID + " stores"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("store connection: disconnected from NATS", "err", err)
+			}
+		}),
+	}, natsx.StoreConnOptions()...)
+	var nc, storeNC *nats.Conn
 	if f.natsURL == "" {
 		listen := f.natsListen
 		if listen == "none" {
@@ -200,11 +217,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return aerr
 		}
 		nc, err = nats.Connect(f.natsURL, append(append(natsOpts, auth...), nats.Timeout(5*time.Second))...)
+		if err == nil {
+			storeNC, err = nats.Connect(f.natsURL, append(storeOpts, auth...)...)
+		}
+	}
+	if nc != nil {
+		defer nc.Close()
+	}
+	if storeNC != nil {
+		defer storeNC.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("connect to NATS %s: %w", f.natsURL, err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -247,6 +272,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ReceiptSpacing: f.receiptSpacing,
 		CursorFlush:    f.cursorFlush,
 		GatewayID:      ident.TokenFrom(f.gatewayID),
+		StoreConn:      storeNC,
 	}, nc, js, res, gstore, m, log)
 	if err != nil {
 		return err
@@ -280,6 +306,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
+			}
+			if storeNC != nil && !storeNC.IsConnected() {
+				return errors.New("the store connection is not connected")
 			}
 			_, err := js.AccountInfo(ctx)
 			return err

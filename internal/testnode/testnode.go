@@ -95,6 +95,16 @@ func Start(t testing.TB, ns *server.Server, opts Options) *Node {
 	if dc.CursorFlush == 0 {
 		dc.CursorFlush = 100 * time.Millisecond
 	}
+	if dc.StoreConn == nil {
+		// Message stores go through a connection of their own, as in
+		// `jetchat serve`.
+		sc, err := nats.Connect(ns.ClientURL(), append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, natsx.StoreConnOptions()...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sc.Close)
+		dc.StoreConn = sc
+	}
 	var groups Groups
 	var dgroups delivery.Groups
 	if opts.Groups != nil {

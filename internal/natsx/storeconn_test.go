@@ -1,0 +1,82 @@
+package natsx_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetchat/jetchat/internal/await"
+	"github.com/jetchat/jetchat/internal/natsx"
+)
+
+// A store made while the store connection reconnects fails at once and is
+// never stored later, while a connection with nats.go's default buffer
+// stores what it was given whenever it gets back.
+func TestStoreConnBuffersNothingWhileReconnecting(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	start := func(listen string) *server.Server {
+		s, err := natsx.StartEmbedded(natsx.EmbeddedConfig{Name: "test", Listen: listen, StoreDir: dir, SyncInterval: time.Minute}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		return s
+	}
+	s := start("127.0.0.1:0")
+	url, addr := s.ClientURL(), s.Addr().String()
+	connect := func(opts ...nats.Option) *nats.Conn {
+		nc, err := nats.Connect(url, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	buffered, store := connect(), connect(natsx.StoreConnOptions()...)
+	js, err := jetstream.New(buffered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s.Shutdown()
+	s.WaitForShutdown()
+	await.True(t, 10*time.Second, "both connections reconnecting", func() bool {
+		return buffered.Status() == nats.RECONNECTING && store.Status() == nats.RECONNECTING
+	})
+	if err := buffered.Publish("t.buffered", []byte("x")); err != nil {
+		t.Fatalf("the buffered connection refused a publish while reconnecting: %v", err)
+	}
+	if _, err := natsx.Publish(store, &nats.Msg{Subject: "t.store", Data: []byte("x")}, time.Second); err == nil {
+		t.Fatal("a store while the store connection reconnects succeeded")
+	}
+
+	start(addr) // the same address and store
+	await.True(t, 10*time.Second, "both connections back", func() bool { return buffered.IsConnected() && store.IsConnected() })
+	for _, nc := range []*nats.Conn{buffered, store} {
+		if err := nc.FlushWithContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("t.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects["t.buffered"]; n != 1 {
+		t.Errorf("the buffered connection's publish was stored %d times, want once (the contrast this test rests on)", n)
+	}
+	if n := info.State.Subjects["t.store"]; n != 0 {
+		t.Errorf("the store made while reconnecting was stored %d times after the connection came back, want never", n)
+	}
+}
