@@ -45,9 +45,9 @@ import (
 // A message store of this node that failed may have been stored, its
 // answers lost: sends are refused until the node has read the log from
 // before it on, and the keys found there that the index lacked go to the
-// other nodes with the next flush (storeFailed, readUnsure). Stores go
-// through a connection that buffers nothing across a reconnect
-// (Config.StoreConn), so none lands after that read.
+// other nodes with the next flush (storeFailed, readUnsure). The service's
+// connection should buffer nothing across a reconnect
+// (natsx.StoreConnOptions), so that no store lands after that read.
 type cidFeed struct {
 	svc     *Service
 	stream  jetstream.Stream // StreamCids
@@ -399,8 +399,7 @@ func (f *cidFeed) background(ctx context.Context, read func() error) {
 }
 
 // readUnsure reads the log's sends from before the earliest failed store's
-// start on, in the background, once the store connection has answered a
-// ping; it shares the keys the index lacked with the other nodes, and lets
+// start on, in the background, once the connection has answered a ping; it shares the keys the index lacked with the other nodes, and lets
 // sends go on when no store failed meanwhile (a store that failed after
 // the read began may lie past what it read). rereading is set; it clears
 // it.
@@ -409,14 +408,14 @@ func (f *cidFeed) readUnsure(ctx context.Context) {
 	since, gen := f.unsure.Load(), f.unsureGen
 	f.unsureMu.Unlock()
 	f.background(ctx, func() error {
-		// Once the store connection has answered a ping sent after the
-		// failure, what it had sent before is in the server's hands (or
-		// was dropped with a connection that closed), not on its way.
+		// Once the connection has answered a ping sent after the failure,
+		// what it had sent before is in the server's hands (or was
+		// dropped with a connection that closed), not on its way.
 		fctx, cancel := context.WithTimeout(ctx, f.svc.cfg.PublishTimeout)
-		err := f.svc.storeNC.FlushWithContext(fctx)
+		err := f.svc.nc.FlushWithContext(fctx)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("flush the store connection: %w", err) // sends wait; the next flush tick reads again
+			return fmt.Errorf("flush the connection: %w", err) // sends wait; the next flush tick reads again
 		}
 		// A send of this node that was stored, its answers lost, is in
 		// no other node's index: its key goes to them with the next flush.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
 	"github.com/jetchat/jetchat/internal/ident"
@@ -74,10 +73,6 @@ type Config struct {
 	// last sends itself (that gateway's unstored keys are there). Default
 	// 3 × CidFlush.
 	CidSilence time.Duration
-	// StoreConn, when set, is the connection message stores go through,
-	// made with natsx.StoreConnOptions so that no store outlives its send
-	// in a reconnect buffer. Nil: the service's own connection.
-	StoreConn *nats.Conn
 	// Now is the clock (tests may set it).
 	Now func() time.Time
 }

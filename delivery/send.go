@@ -213,7 +213,7 @@ func (s *Service) publish(ctx context.Context, m *nats.Msg) (natsx.PubAck, error
 			s.unsureStore(m, start)
 			return natsx.PubAck{}, context.DeadlineExceeded
 		}
-		ack, err := natsx.Publish(s.storeNC, m, wait)
+		ack, err := natsx.Publish(s.nc, m, wait)
 		if err == nil {
 			s.m.PublishLatency.Observe(time.Since(start).Seconds())
 			return ack, nil

@@ -1,7 +1,6 @@
 package delivery
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,16 +21,14 @@ import (
 // online users' devices fed from the message log, tracks acks, and produces
 // receipts. Create it with New and run it with Run.
 type Service struct {
-	cfg Config
-	nc  *nats.Conn
-	// storeNC is the connection message stores go through (Config.StoreConn).
-	storeNC *nats.Conn
-	js      jetstream.JetStream
-	kv      jetstream.KeyValue
-	msgs    jetstream.Stream
-	cids    *cidFeed // the send index
-	m       *metrics.Metrics
-	log     *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	msgs jetstream.Stream
+	cids *cidFeed // the send index
+	m    *metrics.Metrics
+	log  *slog.Logger
 
 	// ctx lives until Run returns; catch-up goroutines use it.
 	ctx    context.Context
@@ -81,7 +78,10 @@ type groupSub struct {
 }
 
 // New returns a Service that stores into the resources made by natsx.Ensure.
-// groups may be nil: group messages are then refused as not found.
+// groups may be nil: group messages are then refused as not found. nc (and
+// js, made on it) should be a connection of the service's own, made with
+// natsx.StoreConnOptions: one that keeps a reconnect buffer would store a
+// message whose send had given up whenever it came back.
 func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources, groups Groups, m *metrics.Metrics, log *slog.Logger) (*Service, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -110,7 +110,6 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, res *natsx.Resources
 	s := &Service{
 		cfg:     cfg,
 		nc:      nc,
-		storeNC: cmp.Or(cfg.StoreConn, nc),
 		js:      js,
 		kv:      res.Devices,
 		msgs:    res.Msgs,

@@ -6,17 +6,20 @@
 #   GATEWAYS=2 scripts/bench-cluster.sh dm --users 1000 --rate 0 --duration 20s
 # Users are spread by the ring: the load tool asks GET /v1/route for each
 # (--route) and connects to the owner. Binaries go to $BIN (default
-# /tmp/jetchat-bin); the cluster's files and logs to a temporary folder,
-# removed afterwards (KEEP=1 keeps it).
+# /tmp/jetchat-bin; NOBUILD=1 runs those already there); the cluster's
+# files and logs to a temporary folder, removed afterwards (KEEP=1 keeps
+# it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-/tmp/jetchat-bin}
 GATEWAYS=${GATEWAYS:-3}
 GATEWAY_FLAGS=${GATEWAY_FLAGS:-} # more serve flags for every gateway
 mkdir -p "$BIN"
-go build -o "$BIN/jetchat" ./cmd/jetchat
-go build -o "$BIN/jetchat-bench" ./cmd/jetchat-bench
-go build -o "$BIN/nats-server" github.com/nats-io/nats-server/v2
+if [ -z "${NOBUILD:-}" ]; then # NOBUILD=1 runs the binaries already in $BIN (before/after runs)
+  go build -o "$BIN/jetchat" ./cmd/jetchat
+  go build -o "$BIN/jetchat-bench" ./cmd/jetchat-bench
+  go build -o "$BIN/nats-server" github.com/nats-io/nats-server/v2
+fi
 DIR=$(mktemp -d /tmp/jetchat-cluster.XXXXXX)
 PIDS=()
 cleanup() {

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -168,30 +169,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			log.Info("reconnected to NATS: resyncing devices from the log")
 			resync()
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("disconnected from NATS", "err", err)
+				log.Warn("disconnected from NATS", "conn", c.Opts.Name, "err", err)
 			}
 		}),
 	}
-	// With an external NATS, message stores go through a connection of
-	// their own that buffers nothing while it reconnects
-	// (natsx.StoreConnOptions): the server may be away for minutes. The
-	// embedded server's in-process connection reconnects at once, so a
-	// store it buffered lands within moments, inside the log's own window;
-	// a second connection there only costs (it lengthened the dm tail by a
-	// few milliseconds, docs/benchmarks.md).
-	storeOpts := append([]nats.Option{
-		nats.Name("jetchat " + f.gatewayID + " stores"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("store connection: disconnected from NATS", "err", err)
-			}
-		}),
-	}, natsx.StoreConnOptions()...)
-	var nc, storeNC *nats.Conn
+	// The delivery service has a connection of its own that buffers
+	// nothing while it reconnects (natsx.StoreConnOptions): a message store
+	// lands while its send waits, or never. Its live records and its stores'
+	// answers come in on it together, as the hot path's only connection.
+	// The rest of the node (presence, groups, media, the registry, the
+	// service API) keeps a reconnect buffer.
+	deliveryOpts := append(append(slices.Clone(natsOpts), nats.Name("jetchat "+f.gatewayID+" delivery")), natsx.StoreConnOptions()...)
+	var nc, dnc *nats.Conn
 	if f.natsURL == "" {
 		listen := f.natsListen
 		if listen == "none" {
@@ -211,6 +202,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			ns.WaitForShutdown()
 		}()
 		nc, err = nats.Connect("", append(natsOpts, nats.InProcessServer(ns))...)
+		if err == nil {
+			dnc, err = nats.Connect("", append(deliveryOpts, nats.InProcessServer(ns))...)
+		}
 	} else {
 		auth, aerr := f.svc.natsAuth()
 		if aerr != nil {
@@ -218,19 +212,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		nc, err = nats.Connect(f.natsURL, append(append(natsOpts, auth...), nats.Timeout(5*time.Second))...)
 		if err == nil {
-			storeNC, err = nats.Connect(f.natsURL, append(storeOpts, auth...)...)
+			dnc, err = nats.Connect(f.natsURL, append(deliveryOpts, auth...)...)
 		}
 	}
 	if nc != nil {
 		defer nc.Close()
 	}
-	if storeNC != nil {
-		defer storeNC.Close()
+	if dnc != nil {
+		defer dnc.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("connect to NATS %s: %w", f.natsURL, err)
 	}
 	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	djs, err := jetstream.New(dnc)
 	if err != nil {
 		return err
 	}
@@ -272,8 +270,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ReceiptSpacing: f.receiptSpacing,
 		CursorFlush:    f.cursorFlush,
 		GatewayID:      ident.TokenFrom(f.gatewayID),
-		StoreConn:      storeNC,
-	}, nc, js, res, gstore, m, log)
+	}, dnc, djs, res, gstore, m, log)
 	if err != nil {
 		return err
 	}
@@ -307,8 +304,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			if !nc.IsConnected() {
 				return errors.New("not connected")
 			}
-			if storeNC != nil && !storeNC.IsConnected() {
-				return errors.New("the store connection is not connected")
+			if !dnc.IsConnected() {
+				return errors.New("the delivery connection is not connected")
 			}
 			_, err := js.AccountInfo(ctx)
 			return err

@@ -95,15 +95,15 @@ func Start(t testing.TB, ns *server.Server, opts Options) *Node {
 	if dc.CursorFlush == 0 {
 		dc.CursorFlush = 100 * time.Millisecond
 	}
-	if dc.StoreConn == nil {
-		// Message stores go through a connection of their own, as in
-		// `jetchat serve`.
-		sc, err := nats.Connect(ns.ClientURL(), append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, natsx.StoreConnOptions()...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(sc.Close)
-		dc.StoreConn = sc
+	// The delivery service has a connection of its own that buffers
+	// nothing while it reconnects, as in `jetchat serve`.
+	dnc, err := nats.Connect(ns.ClientURL(), append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, natsx.StoreConnOptions()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	djs, err := jetstream.New(dnc)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var groups Groups
 	var dgroups delivery.Groups
@@ -111,7 +111,7 @@ func Start(t testing.TB, ns *server.Server, opts Options) *Node {
 		groups = opts.Groups(t, Wiring{NC: nc, JS: js, Resources: res, Metrics: m, Log: log})
 		dgroups = groups
 	}
-	d, err := delivery.New(dc, nc, js, res, dgroups, m, log)
+	d, err := delivery.New(dc, dnc, djs, res, dgroups, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +158,7 @@ func Start(t testing.TB, ns *server.Server, opts Options) *Node {
 			t.Logf("delivery stopped with: %v", err)
 		}
 		hs.Close()
+		dnc.Close()
 		nc.Close()
 	}
 	t.Cleanup(n.stop)
