@@ -399,10 +399,10 @@ func (f *cidFeed) background(ctx context.Context, read func() error) {
 }
 
 // readUnsure reads the log's sends from before the earliest failed store's
-// start on, in the background, once the connection has answered a ping; it shares the keys the index lacked with the other nodes, and lets
-// sends go on when no store failed meanwhile (a store that failed after
-// the read began may lie past what it read). rereading is set; it clears
-// it.
+// start on, in the background, once the connection has answered a ping; it
+// shares the keys the index lacked with the other nodes, and lets sends go
+// on when no store failed meanwhile (a store that failed after the read
+// began may lie past what it read). rereading is set; it clears it.
 func (f *cidFeed) readUnsure(ctx context.Context) {
 	f.unsureMu.Lock()
 	since, gen := f.unsure.Load(), f.unsureGen

@@ -8,11 +8,11 @@ import (
 )
 
 // StoreConnOptions are the options, beyond the node's own (server, name,
-// credentials), of the connection message stores go through. A message
-// store must land while its send waits for it, or never: a send that gives
-// up answers the client "unavailable", and the client's repeat, on this
-// node or another, is stored anew once the message log's own duplicate
-// window has passed. So this connection
+// credentials), of the delivery service's connection, which message stores
+// go through. A message store must land while its send waits for it, or
+// never: a send that gives up answers the client "unavailable", and the
+// client's repeat, on this node or another, is stored anew once the message
+// log's own duplicate window has passed. So this connection
 //
 //   - keeps no reconnect buffer: a store made while it reconnects fails at
 //     once (and is retried within the send) instead of waiting in a buffer
@@ -20,7 +20,7 @@ import (
 //     written when it dropped is dropped with it (nats.go starts a new
 //     connection with empty buffers);
 //   - notices a server that stopped answering within seconds (pings every
-//     StorePingInterval, two unanswered close it), not the default minutes;
+//     storePingInterval, two unanswered close it), not the default minutes;
 //   - closes its TCP connections without lingering: bytes the server has
 //     not acknowledged are discarded, not sent on after the close.
 //
@@ -29,14 +29,14 @@ import (
 func StoreConnOptions() []nats.Option {
 	return []nats.Option{
 		nats.ReconnectBufSize(-1),
-		nats.PingInterval(StorePingInterval),
+		nats.PingInterval(storePingInterval),
 		nats.MaxPingsOutstanding(2),
 		nats.SetCustomDialer(noLingerDialer{}),
 	}
 }
 
-// StorePingInterval is how often the store connection pings its server.
-const StorePingInterval = 2 * time.Second
+// storePingInterval is how often the connection pings its server.
+const storePingInterval = 2 * time.Second
 
 // noLingerDialer dials TCP connections that discard unsent bytes on close.
 type noLingerDialer struct{}
