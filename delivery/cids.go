@@ -399,23 +399,22 @@ func (f *cidFeed) background(ctx context.Context, read func() error) {
 }
 
 // readUnsure reads the log's sends from before the earliest failed store's
-// start on, in the background, once the connection has answered a ping; it
-// shares the keys the index lacked with the other nodes, and lets sends go
-// on when no store failed meanwhile (a store that failed after the read
-// began may lie past what it read). rereading is set; it clears it.
+// start on, in the background, once the log has handled what the
+// connection sent before (natsx.Barrier); it shares the keys the index
+// lacked with the other nodes, and lets sends go on when no store failed
+// meanwhile (a store that failed after the read began may lie past what it
+// read). rereading is set; it clears it.
 func (f *cidFeed) readUnsure(ctx context.Context) {
 	f.unsureMu.Lock()
 	since, gen := f.unsure.Load(), f.unsureGen
 	f.unsureMu.Unlock()
 	f.background(ctx, func() error {
-		// Once the connection has answered a ping sent after the failure,
-		// what it had sent before is in the server's hands (or was
-		// dropped with a connection that closed), not on its way.
-		fctx, cancel := context.WithTimeout(ctx, f.svc.cfg.PublishTimeout)
-		err := f.svc.nc.FlushWithContext(fctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("flush the connection: %w", err) // sends wait; the next flush tick reads again
+		// Once the message log has refused a barrier sent after the
+		// failure, what the connection had sent it before is stored or
+		// refused (or was dropped with a connection that closed), not on
+		// its way or in the log's queue.
+		if err := natsx.Barrier(f.svc.nc, natsx.BarrierSubject, f.svc.cfg.PublishTimeout); err != nil {
+			return err // sends wait; the next flush tick reads again
 		}
 		// A send of this node that was stored, its answers lost, is in
 		// no other node's index: its key goes to them with the next flush.

@@ -50,6 +50,9 @@ const (
 	// PresencePrefix starts the core NATS subjects on which a user's presence
 	// record is published after every change: presence.<user>.
 	PresencePrefix = "presence."
+	// BarrierSubject is a subject of StreamMsgs that no user's inbox is
+	// (user ids hold no '$'): Barrier's refused messages go there.
+	BarrierSubject = InboxPrefix + "$barrier"
 )
 
 // Inbox is the stream subject of a user's inbox.

@@ -98,3 +98,31 @@ func Retryable(err error) bool {
 	}
 	return true
 }
+
+// Barrier returns once the stream that stores subject has handled every
+// message queued to it before the call. It publishes an empty message
+// naming another stream, which the stream refuses in its turn: a
+// standalone server handles a stream's messages one at a time, in order,
+// so the refusal comes after all of them (a clustered stream checks it
+// when the message is proposed, after the earlier ones were proposed).
+// Nothing is stored. Use a subject no reader reads.
+func Barrier(nc *nats.Conn, subject string, timeout time.Duration) error {
+	m := &nats.Msg{Subject: subject, Header: nats.Header{hdrExpectedStream: []string{barrierStream}}}
+	_, err := Publish(nc, m, timeout)
+	var api *APIError
+	switch {
+	case errors.As(err, &api) && api.ErrCode == errCodeStreamNotMatch:
+		return nil
+	case err == nil:
+		return fmt.Errorf("barrier on %s: stored, not refused", subject)
+	}
+	return fmt.Errorf("barrier on %s: %w", subject, err)
+}
+
+const (
+	hdrExpectedStream = "Nats-Expected-Stream"
+	// barrierStream is no stream's name (stream names cannot hold a space).
+	barrierStream = "no stream"
+	// errCodeStreamNotMatch is JetStream's "expected stream does not match".
+	errCodeStreamNotMatch = 10060
+)

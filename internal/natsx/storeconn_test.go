@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetchat/jetchat/internal/await"
+	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
 )
 
@@ -78,5 +79,42 @@ func TestStoreConnBuffersNothingWhileReconnecting(t *testing.T) {
 	}
 	if n := info.State.Subjects["t.store"]; n != 0 {
 		t.Errorf("the store made while reconnecting was stored %d times after the connection came back, want never", n)
+	}
+}
+
+// A barrier returns once the stream has handled what was queued to it
+// before, and stores nothing itself.
+func TestBarrierComesAfterWhatWasQueued(t *testing.T) {
+	t.Parallel()
+	ns := natstest.RunJetStream(t)
+	nc, js := natstest.Connect(t, ns)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	body := make([]byte, 512)
+	for range n {
+		if err := nc.Publish("t.queued", body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := natsx.Barrier(nc, "t.barrier", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("t.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Subjects["t.queued"]; got != n {
+		t.Errorf("when the barrier returned the stream held %d of the %d messages queued before it", got, n)
+	}
+	if got := info.State.Subjects["t.barrier"]; got != 0 {
+		t.Errorf("the barrier stored %d messages, want none", got)
+	}
+	if err := natsx.Barrier(nc, "t.nostream.x", time.Second); err == nil {
+		t.Error("a barrier on a subject no stream stores returned nil")
 	}
 }
