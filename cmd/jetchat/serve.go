@@ -12,7 +12,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -144,44 +143,50 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	var ns *server.Server
 	var deliverySvc atomic.Pointer[delivery.Service]
 	var tracker atomic.Pointer[presence.Tracker]
-	resync := func() {
-		if d := deliverySvc.Load(); d != nil {
-			d.Resync()
+	// Each connection's handlers redo what its own subscriptions may have
+	// missed (records dropped for a slow consumer, or lost while it
+	// reconnected): the delivery connection carries the live records, the
+	// other presence.
+	connOptions := func(name, what string, resync func()) []nats.Option {
+		return []nats.Option{
+			nats.Name(name),
+			nats.MaxReconnects(-1),
+			nats.ReconnectWait(250 * time.Millisecond),
+			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+				if errors.Is(err, nats.ErrSlowConsumer) {
+					log.Warn("records dropped: resyncing "+what, "conn", name, "err", err)
+					resync()
+					return
+				}
+				log.Warn("nats", "conn", name, "err", err)
+			}),
+			nats.ReconnectHandler(func(*nats.Conn) {
+				log.Info("reconnected to NATS: resyncing "+what, "conn", name)
+				resync()
+			}),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err != nil {
+					log.Warn("disconnected from NATS", "conn", name, "err", err)
+				}
+			}),
 		}
+	}
+	natsOpts := append(connOptions("jetchat "+f.gatewayID, "presence", func() {
 		if t := tracker.Load(); t != nil {
 			t.Resync()
 		}
-	}
-	natsOpts := []nats.Option{
-		nats.Name("jetchat " + f.gatewayID),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectBufSize(64 << 20),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if errors.Is(err, nats.ErrSlowConsumer) {
-				log.Warn("live records dropped: resyncing devices from the log", "err", err)
-				resync()
-				return
-			}
-			log.Warn("nats", "err", err)
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) {
-			log.Info("reconnected to NATS: resyncing devices from the log")
-			resync()
-		}),
-		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("disconnected from NATS", "conn", c.Opts.Name, "err", err)
-			}
-		}),
-	}
+	}), nats.ReconnectBufSize(64<<20))
 	// The delivery service has a connection of its own that buffers
 	// nothing while it reconnects (natsx.StoreConnOptions): a message store
 	// lands while its send waits, or never. Its live records and its stores'
 	// answers come in on it together, as the hot path's only connection.
 	// The rest of the node (presence, groups, media, the registry, the
 	// service API) keeps a reconnect buffer.
-	deliveryOpts := append(append(slices.Clone(natsOpts), nats.Name("jetchat "+f.gatewayID+" delivery")), natsx.StoreConnOptions()...)
+	deliveryOpts := append(connOptions("jetchat "+f.gatewayID+" delivery", "devices from the log", func() {
+		if d := deliverySvc.Load(); d != nil {
+			d.Resync()
+		}
+	}), natsx.StoreConnOptions()...)
 	var nc, dnc *nats.Conn
 	if f.natsURL == "" {
 		listen := f.natsListen
