@@ -219,7 +219,7 @@ func (b *jsBlobs) purge(ctx context.Context, st jetstream.Stream, subjects ...st
 // the chunks before offset are fetched and dropped, a batch at a time.
 func (b *jsBlobs) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
 	ictx, cancel := context.WithTimeout(ctx, b.timeout)
-	info, err := b.obs.GetInfo(ictx, name)
+	info, err := b.info(ictx, name)
 	cancel()
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, ErrBlobNotFound
@@ -374,6 +374,36 @@ func (b *jsBlobs) Delete(ctx context.Context, name string) error {
 	return b.purge(ctx, st, subjects...)
 }
 
+// info returns the object's metadata. The object store reads it with a
+// direct get, which a replica that lags the leader may answer: an object
+// stored a moment ago (an upload at another gateway) is asked of the
+// stream's leader before the answer is no.
+func (b *jsBlobs) info(ctx context.Context, name string) (*jetstream.ObjectInfo, error) {
+	info, err := b.obs.GetInfo(ctx, name)
+	if !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return info, err
+	}
+	st, bucket, err := b.objStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := natsx.LeaderLast(ctx, b.nc, st.CachedInfo().Config.Name, metaSubject(bucket, name))
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", name, err)
+	}
+	if m == nil {
+		return nil, jetstream.ErrObjectNotFound
+	}
+	var li jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &li); err != nil {
+		return nil, fmt.Errorf("object %s: metadata: %w", name, err)
+	}
+	if li.Deleted {
+		return nil, jetstream.ErrObjectNotFound
+	}
+	return &li, nil
+}
+
 // objStream returns the object store's stream and bucket name.
 func (b *jsBlobs) objStream(ctx context.Context) (jetstream.Stream, string, error) {
 	b.mu.Lock()
@@ -465,10 +495,20 @@ func (r *chunkReader) fetch() error {
 	if err != nil {
 		return err
 	}
-	if res.Count == 0 {
+	if res.Count > 0 {
+		r.seq = res.Last + 1
+		return nil
+	}
+	// A replica that lags the leader may have answered: ask the leader.
+	m, err := natsx.LeaderNext(ctx, r.b.nc, r.stream, r.subject, r.seq)
+	if err != nil {
+		return err
+	}
+	if m == nil {
 		return fmt.Errorf("object ended %d bytes early (removed while read?): %w", r.left, io.ErrUnexpectedEOF)
 	}
-	r.seq = res.Last + 1
+	r.chunks = append(r.chunks, m.Data)
+	r.seq = m.Seq + 1
 	return nil
 }
 

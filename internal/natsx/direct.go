@@ -194,7 +194,7 @@ type StoredMsg struct {
 // the leader, this reads what is committed: use it to check that reads and
 // live copies missed nothing.
 func NextSeq(ctx context.Context, nc *nats.Conn, stream, subject string, seq uint64) (uint64, error) {
-	m, err := leaderGet(ctx, nc, stream, directGetRequest{Seq: seq, NextFor: subject})
+	m, err := LeaderNext(ctx, nc, stream, subject, seq)
 	if err != nil || m == nil {
 		return 0, err
 	}
@@ -206,6 +206,12 @@ func NextSeq(ctx context.Context, nc *nats.Conn, stream, subject string, seq uin
 // acknowledged before it, where a direct get (a KV Get) may not.
 func LeaderLast(ctx context.Context, nc *nats.Conn, stream, subject string) (*StoredMsg, error) {
 	return leaderGet(ctx, nc, stream, directGetRequest{LastFor: subject})
+}
+
+// LeaderNext returns the first message of subject stored at or after seq
+// as the stream's leader has it, or nil when there is none.
+func LeaderNext(ctx context.Context, nc *nats.Conn, stream, subject string, seq uint64) (*StoredMsg, error) {
+	return leaderGet(ctx, nc, stream, directGetRequest{Seq: seq, NextFor: subject})
 }
 
 // LeaderGet returns the message with sequence seq as the stream's leader
