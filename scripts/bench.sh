@@ -8,13 +8,16 @@
 # temporary folder, removed afterwards. The node's log is $BIN/node.log.
 # NODE_GOGC, when set, is the node's GOGC; GOGC, when set, is the load tool's
 # (and the node's, without NODE_GOGC). Unset, the node runs at 100 and the
-# tool at its own default, 400.
+# tool at its own default, 400. NOBUILD=1 runs the binaries already in $BIN
+# (for alternated before/after runs of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-/tmp/jetchat-bin}
 mkdir -p "$BIN"
-go build -o "$BIN/jetchat" ./cmd/jetchat
-go build -o "$BIN/jetchat-bench" ./cmd/jetchat-bench
+if [ -z "${NOBUILD:-}" ]; then
+  go build -o "$BIN/jetchat" ./cmd/jetchat
+  go build -o "$BIN/jetchat-bench" ./cmd/jetchat-bench
+fi
 SERVE_FLAGS=$1; shift
 DATA=$(mktemp -d /tmp/jetchat-bench-data.XXXXXX)
 PORT=${PORT:-18080}
