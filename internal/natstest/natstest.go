@@ -20,16 +20,17 @@ import (
 // synced on an interval (tests do not measure durability against power loss).
 func RunJetStream(t testing.TB) *server.Server {
 	t.Helper()
-	return RunJetStreamDir(t, t.TempDir())
+	return RunJetStreamAt(t, "127.0.0.1:0", t.TempDir())
 }
 
-// RunJetStreamDir is RunJetStream with a given store folder, so a test can
-// restart a server on the same data.
-func RunJetStreamDir(t testing.TB, dir string) *server.Server {
+// RunJetStreamAt is RunJetStream listening on listen with its store in
+// dir, so a test can restart a server at the address and on the data of
+// one it shut down.
+func RunJetStreamAt(t testing.TB, listen, dir string) *server.Server {
 	t.Helper()
 	s, err := natsx.StartEmbedded(natsx.EmbeddedConfig{
 		Name:         "test",
-		Listen:       "127.0.0.1:0",
+		Listen:       listen,
 		StoreDir:     dir,
 		SyncInterval: time.Minute,
 	}, slog.New(slog.DiscardHandler))

@@ -2,11 +2,9 @@ package natsx_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,15 +19,7 @@ import (
 func TestStoreConnBuffersNothingWhileReconnecting(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	start := func(listen string) *server.Server {
-		s, err := natsx.StartEmbedded(natsx.EmbeddedConfig{Name: "test", Listen: listen, StoreDir: dir, SyncInterval: time.Minute}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		return s
-	}
-	s := start("127.0.0.1:0")
+	s := natstest.RunJetStreamAt(t, "127.0.0.1:0", dir)
 	url, addr := s.ClientURL(), s.Addr().String()
 	connect := func(opts ...nats.Option) *nats.Conn {
 		nc, err := nats.Connect(url, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)...)
@@ -63,7 +53,7 @@ func TestStoreConnBuffersNothingWhileReconnecting(t *testing.T) {
 		t.Fatal("a store while the store connection reconnects succeeded")
 	}
 
-	start(addr) // the same address and store
+	natstest.RunJetStreamAt(t, addr, dir) // the same address and store
 	await.True(t, 10*time.Second, "both connections back", func() bool { return buffered.IsConnected() && store.IsConnected() })
 	for _, nc := range []*nats.Conn{buffered, store} {
 		if err := nc.FlushWithContext(ctx); err != nil {
