@@ -37,6 +37,10 @@ func TestBadInput(t *testing.T) {
 		{[]string{"dm", "--read", "2"}, "--read 2: want a fraction from 0 to 1"},
 		{[]string{"dm", "--read", "-0.5"}, "--read -0.5: want a fraction from 0 to 1"},
 		{[]string{"dm", "--read", "NaN"}, "--read NaN: want a fraction from 0 to 1"},
+		{[]string{"mixed", "--rate", "0"}, "--rate 0: want actions per second per user"},
+		{[]string{"mixed", "--rate", "-1"}, "--rate -1: want actions per second per user"},
+		{[]string{"mixed", "--rate", "NaN"}, "--rate NaN: want actions per second per user"},
+		{[]string{"mixed", "--rate", "1e9"}, "--rate 1e+09: want actions per second per user"},
 	} {
 		_, _, err := runTool(t, c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

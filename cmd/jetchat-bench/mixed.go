@@ -69,6 +69,9 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if !(*perUser > 0 && *perUser <= 1000) { // also NaN
+		return fmt.Errorf("--rate %v: want actions per second per user, above 0 and at most 1000", *perUser)
+	}
 	tokens, err := c.setup()
 	if err != nil {
 		return err
@@ -191,7 +194,13 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				}
 				return us[k]
 			}
-			tick := time.NewTicker(time.Duration(float64(time.Second) / *perUser))
+			interval := time.Duration(float64(time.Second) / *perUser)
+			select { // spread the users' actions over one interval, as people act unprompted by each other
+			case <-runCtx.Done():
+				return
+			case <-time.After(time.Duration(r.Int64N(int64(interval) + 1))):
+			}
+			tick := time.NewTicker(interval)
 			defer tick.Stop()
 			for {
 				select {
