@@ -173,6 +173,7 @@ func (h *hist) timeline(w io.Writer, step time.Duration) {
 	for _, t := range h.at {
 		start = min(start, t)
 	}
+	fmt.Fprintf(w, "(steps from %s, Unix time %.3f)\n", time.Unix(0, start).UTC().Format("15:04:05.000"), float64(start)/1e9)
 	buckets := map[int64][]int64{}
 	last := int64(0)
 	for i, t := range h.at {
