@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/jetchat/jetchat/client"
 	"github.com/jetchat/jetchat/gateway"
 	"github.com/jetchat/jetchat/internal/natstest"
-	"github.com/jetchat/jetchat/internal/registry"
 	"github.com/jetchat/jetchat/internal/testnode"
 	"github.com/jetchat/jetchat/presence"
 )
@@ -19,24 +17,10 @@ func presenceNode(id string, grace time.Duration) testnode.Options {
 	return testnode.Options{
 		Gateway: gateway.Config{ID: id},
 		Wire: func(t testing.TB, w testnode.Wiring, deps *gateway.Deps) {
-			reg, err := registry.New(registry.Config{}, w.JS, w.Resources.Gateways, registry.Gateway{ID: id}, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
 			cfg := presence.Defaults()
 			cfg.Grace = grace
 			cfg.MaxFollows = 300
-			tr, err := presence.New(cfg, w.NC, w.Resources.Presence, reg, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{}, 2)
-			go func() { reg.Run(ctx); done <- struct{}{} }()
-			go func() { tr.Run(ctx); done <- struct{}{} }()
-			t.Cleanup(func() { cancel(); <-done; <-done })
-			<-reg.Ready()
-			deps.Presence = tr
+			testnode.WirePresence(t, w, deps, id, cfg)
 		},
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/jetchat/jetchat/internal/auth"
 	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natsx"
+	"github.com/jetchat/jetchat/internal/registry"
+	"github.com/jetchat/jetchat/presence"
 )
 
 // Secret is the HS256 secret every test node accepts.
@@ -201,4 +203,27 @@ func (n *Node) DialWith(t testing.TB, user, device string, o client.Options) *cl
 // API is an HTTP client of the node acting as user.
 func (n *Node) API(t testing.TB, user string) *client.API {
 	return &client.API{BaseURL: n.URL, Token: Token(t, user, "")}
+}
+
+// WirePresence gives a node (from Options.Wire) a gateway registry entry
+// under id and a presence tracker with cfg, both running until the test
+// ends; it returns once the registry knows the live gateways.
+func WirePresence(t testing.TB, w Wiring, deps *gateway.Deps, id string, cfg presence.Config) *presence.Tracker {
+	t.Helper()
+	reg, err := registry.New(registry.Config{}, w.JS, w.Resources.Gateways, registry.Gateway{ID: id}, w.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := presence.New(cfg, w.NC, w.Resources.Presence, reg, w.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { reg.Run(ctx); done <- struct{}{} }()
+	go func() { tr.Run(ctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	<-reg.Ready()
+	deps.Presence = tr
+	return tr
 }
