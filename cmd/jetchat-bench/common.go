@@ -162,7 +162,8 @@ func (h *hist) add(d time.Duration) {
 
 // timeline writes one line per step of the run: the samples taken in it,
 // their p50, p99 and max. It shows whether a tail is spread evenly or comes
-// in bursts.
+// in bursts. Its first line says when the first step starts, to line the
+// steps up with the node's logs.
 func (h *hist) timeline(w io.Writer, step time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

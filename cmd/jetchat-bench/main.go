@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 )
 
@@ -88,5 +89,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return f(ctx, args[1:], stdout, stderr)
+	// The scenarios' goroutines report to stderr concurrently (errors as
+	// they happen, beside the progress line): one line at a time.
+	return f(ctx, args[1:], stdout, &lockedWriter{w: stderr})
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetchat/jetchat/gateway"
 	"github.com/jetchat/jetchat/groups"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/pgtest"
 	"github.com/jetchat/jetchat/internal/testnode"
+	"github.com/jetchat/jetchat/objectstore"
+	"github.com/jetchat/jetchat/presence"
 )
 
 // runTool runs the load tool with args and returns its stdout and stderr.
@@ -49,11 +52,23 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// TestScenariosAgainstANode runs the dm, backlog (both fill orders), group
-// and connect scenarios, small, against a real node over WebSockets, and reads
+// TestScenariosAgainstANode runs the dm, backlog (both fill orders), group,
+// mixed and connect scenarios, small, against a real node over WebSockets, and reads
 // their JSON summaries: every message sent is delivered, none is lost.
 func TestScenariosAgainstANode(t *testing.T) {
-	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{Groups: testnode.PostgresGroups(pgtest.New(t), groups.Config{}, nil)})
+	var members *groups.Store
+	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{
+		Groups:  testnode.PostgresGroups(pgtest.New(t), groups.Config{}, &members),
+		Gateway: gateway.Config{ID: "gw-bench"},
+		Wire: func(t testing.TB, w testnode.Wiring, deps *gateway.Deps) { // media and presence, for mixed
+			testnode.WirePresence(t, w, deps, "gw-bench", presence.Defaults())
+			m, err := objectstore.New(objectstore.Config{}, w.NC, w.Resources.Media, w.Resources.MediaACL, members, w.Log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			deps.Media = m
+		},
+	})
 	base := []string{"--url", n.URL, "--jwt-secret", string(testnode.Secret), "--json"}
 
 	// Half the messages are marked read: both receipts come for those,
@@ -100,6 +115,21 @@ func TestScenariosAgainstANode(t *testing.T) {
 	}
 	if gr.Sent < 50 || gr.Deliveries != gr.Sent*4 || gr.Lost != 0 || gr.Misdelivered != 0 || gr.Errors != 0 || int64(gr.FanOut.N) != gr.Sent {
 		t.Errorf("group summary %+v: want ~100 sent, each to the 4 other members of its group, nothing lost", gr)
+	}
+
+	// The soak, small and short: its mix of 1:1, group and media sends,
+	// receipts, typing, presence and reconnects, with nothing lost and every
+	// first delivery timed.
+	out, stderr, err = runTool(t, append([]string{"mixed", "--users", "20", "--group-size", "5", "--rate", "4", "--duration", "3s", "--sample", "1s", "--churn", "0.1", "--drain", "15s"}, base...)...)
+	if err != nil {
+		t.Fatalf("mixed: %v\n%s", err, stderr)
+	}
+	var mr mixedResult
+	if err := json.Unmarshal([]byte(out), &mr); err != nil {
+		t.Fatalf("mixed summary: %v\n%s", err, out)
+	}
+	if mr.Sent < 100 || mr.Deliveries < mr.Sent || mr.Lost != 0 || mr.Errors != 0 || int64(mr.SendToDeliv.N) != mr.Deliveries || len(mr.Samples) < 2 {
+		t.Errorf("mixed summary %+v: want ~240 sent, each delivered and timed, nothing lost, the node sampled", mr)
 	}
 
 	out, stderr, err = runTool(t, append([]string{"connect", "--conns", "50", "--hold", "100ms"}, base...)...)

@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,6 +113,9 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				if !u.got[f.Message.ID] {
 					u.got[f.Message.ID] = true
 					deliveries.Add(1)
+					if ns, err := strconv.ParseInt(f.Message.Body[:max(strings.IndexByte(f.Message.Body, '|'), 0)], 10, 64); err == nil {
+						toDeliv.add(time.Since(time.Unix(0, ns))) // the body starts with its send time
+					}
 				}
 				u.acks = append(u.acks, f.Message.ID)
 				u.mu.Unlock()
@@ -396,6 +401,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{"reconnects (sends cut by them)", fmt.Sprintf("%d (%d)", res.Reconnects, res.Aborted)},
 		{"errors", fmt.Sprint(res.Errors)},
 		{"lost deliveries", fmt.Sprint(res.Lost)},
+		{"send → first delivery to each recipient", fmtLat(res.SendToDeliv)},
 	}
 	if n := len(samples); n > 1 {
 		a, b := samples[min(1, n-1)], samples[n-1]
