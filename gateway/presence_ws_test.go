@@ -12,7 +12,7 @@ import (
 	"github.com/jetchat/jetchat/presence"
 )
 
-// withPresence gives a test node a registry and a presence tracker.
+// presenceNode gives a test node a registry and a presence tracker.
 func presenceNode(id string, grace time.Duration) testnode.Options {
 	return testnode.Options{
 		Gateway: gateway.Config{ID: id},
