@@ -48,12 +48,7 @@ func startMediaNode(t *testing.T, cfg objectstore.Config, groups objectstore.Gro
 	mn := &mediaNode{}
 	mn.Node = testnode.Start(t, natstest.RunJetStream(t), testnode.Options{
 		Wire: func(t testing.TB, w testnode.Wiring, deps *gateway.Deps) {
-			s, err := objectstore.New(cfg, w.NC, w.Resources.Media, w.Resources.MediaACL, groups, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mn.store, mn.res = s, w.Resources
-			deps.Media = s
+			mn.store, mn.res = testnode.WireMedia(t, w, deps, cfg, groups), w.Resources
 		},
 	})
 	return mn

@@ -26,11 +26,7 @@ func fullNode(t *testing.T) (*testnode.Node, *groups.Store) {
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{
 		Groups: testnode.PostgresGroups(pool, groups.Config{}, &store),
 		Wire: func(t testing.TB, w testnode.Wiring, deps *gateway.Deps) {
-			m, err := objectstore.New(objectstore.Config{}, w.NC, w.Resources.Media, w.Resources.MediaACL, store, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			deps.Media = m
+			testnode.WireMedia(t, w, deps, objectstore.Config{}, store)
 		},
 	})
 	return n, store

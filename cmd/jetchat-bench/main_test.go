@@ -62,11 +62,7 @@ func TestScenariosAgainstANode(t *testing.T) {
 		Gateway: gateway.Config{ID: "gw-bench"},
 		Wire: func(t testing.TB, w testnode.Wiring, deps *gateway.Deps) { // media and presence, for mixed
 			testnode.WirePresence(t, w, deps, "gw-bench", presence.Defaults())
-			m, err := objectstore.New(objectstore.Config{}, w.NC, w.Resources.Media, w.Resources.MediaACL, members, w.Log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			deps.Media = m
+			testnode.WireMedia(t, w, deps, objectstore.Config{}, members)
 		},
 	})
 	base := []string{"--url", n.URL, "--jwt-secret", string(testnode.Secret), "--json"}

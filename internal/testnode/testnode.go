@@ -23,6 +23,7 @@ import (
 	"github.com/jetchat/jetchat/internal/metrics"
 	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/registry"
+	"github.com/jetchat/jetchat/objectstore"
 	"github.com/jetchat/jetchat/presence"
 )
 
@@ -226,4 +227,16 @@ func WirePresence(t testing.TB, w Wiring, deps *gateway.Deps, id string, cfg pre
 	<-reg.Ready()
 	deps.Presence = tr
 	return tr
+}
+
+// WireMedia gives a node (from Options.Wire) a media store with cfg, which
+// asks members whether a group's recipients may read an object.
+func WireMedia(t testing.TB, w Wiring, deps *gateway.Deps, cfg objectstore.Config, members objectstore.GroupMembership) *objectstore.Store {
+	t.Helper()
+	s, err := objectstore.New(cfg, w.NC, w.Resources.Media, w.Resources.MediaACL, members, w.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps.Media = s
+	return s
 }
