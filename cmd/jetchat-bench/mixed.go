@@ -113,8 +113,9 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				if !u.got[f.Message.ID] {
 					u.got[f.Message.ID] = true
 					deliveries.Add(1)
-					if ns, err := strconv.ParseInt(f.Message.Body[:max(strings.IndexByte(f.Message.Body, '|'), 0)], 10, 64); err == nil {
-						toDeliv.add(time.Since(time.Unix(0, ns))) // the body starts with its send time
+					sentAt, _, _ := strings.Cut(f.Message.Body, "|") // the body starts with its send time
+					if ns, err := strconv.ParseInt(sentAt, 10, 64); err == nil {
+						toDeliv.add(time.Since(time.Unix(0, ns)))
 					}
 				}
 				u.acks = append(u.acks, f.Message.ID)
