@@ -61,7 +61,7 @@ func receipts(t *testing.T, c *client.Conn, n int) map[string]client.Receipt {
 func TestGroupMessaging(t *testing.T) {
 	t.Parallel()
 	n, store := groupNode(t, natstest.RunJetStream(t), pgtest.New(t), "gw-1")
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	g, err := store.Create(ctx, "alice", "Team", []string{"bob", "carol"})
 	if err != nil {
 		t.Fatal(err)

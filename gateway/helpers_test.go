@@ -61,8 +61,18 @@ func send(t *testing.T, c *client.Conn, to, body string) client.Sent {
 	return s
 }
 
+// ctx10 bounds one step of a test: a call that hangs fails within 10 s.
 func ctx10(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// testCtx bounds a whole test's sequence of steps. It is generous, because
+// a test is not a timing: on a slow or busy machine many steps may together
+// take more than one step's 10 s while none of them hangs.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -33,7 +33,7 @@ func TestHistoryPagination(t *testing.T) {
 		want = append(want, send(t, from, to, fmt.Sprint(i)).ID)
 		send(t, carol, "alice", "noise") // other conversations in alice's inbox
 	}
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	api := n.API(t, "alice")
 	var got []string
 	before := ""
@@ -81,7 +81,7 @@ func TestStatusOnlyForTheSender(t *testing.T) {
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
 	alice := n.Dial(t, "alice", "phone")
 	s := send(t, alice, "bob", "x")
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	st, err := n.API(t, "alice").Status(ctx, s.ID)
 	if err != nil || st.Status != "sent" || len(st.Recipients) != 1 || st.Recipients[0].Status != "sent" || st.Recipients[0].TS != s.TS {
 		t.Fatalf("status before delivery = %+v, %v", st, err)

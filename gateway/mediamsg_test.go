@@ -63,7 +63,7 @@ func TestMediaInMessages(t *testing.T) {
 	id := uploadMedia(t, n, "alice", data)
 	alice := n.Dial(t, "alice", "phone")
 	bob := n.Dial(t, "bob", "phone")
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 
 	s, err := alice.SendMsg(ctx, client.SendRequest{To: "bob", Body: "look", Media: id})
 	if err != nil {

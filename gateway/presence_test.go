@@ -54,7 +54,7 @@ func TestPresenceHTTP(t *testing.T) {
 	t.Parallel()
 	var tr *presence.Tracker
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{Wire: withPresence("gw-1", &tr)})
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	alice, bob := n.API(t, "alice"), n.API(t, "bob")
 	type state struct {
 		User     string `json:"user"`
@@ -140,7 +140,7 @@ func TestPresenceHTTP(t *testing.T) {
 func TestPresenceHTTPUnavailable(t *testing.T) {
 	t.Parallel()
 	n := testnode.Start(t, natstest.RunJetStream(t), testnode.Options{})
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	api := n.API(t, "alice")
 	if st, code := httpStatus(api.Do(ctx, "GET", "/v1/presence/bob", nil, nil)); st != 503 || code != "unavailable" {
 		t.Errorf("GET /v1/presence/bob without presence = %d %s, want 503 unavailable", st, code)

@@ -46,8 +46,18 @@ func newFixture(t testing.TB, cfg objectstore.Config, groups objectstore.GroupMe
 	return &fixture{store: s, nc: nc, js: js, res: res}
 }
 
+// ctx10 bounds one step of a test: a call that hangs fails within 10 s.
 func ctx10(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// testCtx bounds a whole test's sequence of steps. It is generous, because
+// a test is not a timing: on a slow or busy machine many steps may together
+// take more than one step's 10 s while none of them hangs.
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -384,7 +394,7 @@ func TestStoreOpenAccess(t *testing.T) {
 		"jane":  {1, 20}, // left after it
 	}}
 	f := newFixture(t, objectstore.Config{}, groups)
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	direct := put(t, f.store, "alice", 100)
 	if err := f.store.Attach(ctx, "alice", direct.ID, chat.MediaGrant{Users: []string{"bob"}}); err != nil {
 		t.Fatal(err)
@@ -445,7 +455,7 @@ func TestStoreOpenAccess(t *testing.T) {
 func TestStoreAttachRules(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, objectstore.Config{MaxGrants: 5}, members{"g1": {"bob": {1, 0}, "dave": {1, 0}}})
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	mine := put(t, f.store, "alice", 10)
 	theirs := put(t, f.store, "eve", 10)
 	for _, tc := range []struct {
@@ -515,8 +525,12 @@ func TestStoreConcurrentAttachesAllLand(t *testing.T) {
 
 func TestStoreSweeperRemovesUnreferencedMedia(t *testing.T) {
 	t.Parallel()
-	const grace = 300 * time.Millisecond
-	f := newFixture(t, objectstore.Config{GracePeriod: grace, SweepInterval: 50 * time.Millisecond}, nil)
+	// The grace period runs on a clock the test moves, so that a slow
+	// machine cannot carry the checks past it.
+	var c clock
+	c.advance(time.Duration(time.Now().UnixNano()))
+	const grace, sweep = time.Hour, 50 * time.Millisecond
+	f := newFixture(t, objectstore.Config{GracePeriod: grace, SweepInterval: sweep, Now: c.now}, nil)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.store.Run(ctx) }()
@@ -531,11 +545,13 @@ func TestStoreSweeperRemovesUnreferencedMedia(t *testing.T) {
 		t.Fatal(err)
 	}
 	dropped := put(t, f.store, "alice", 300<<10)
-	// Within the grace period both are there.
+	// Within the grace period both stay, however many sweeps run.
+	time.Sleep(4 * sweep)
 	if _, err := f.store.Open(ctx10(t), "alice", dropped.ID); err != nil {
 		t.Fatalf("unsent media gone within the grace period: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	c.advance(grace + time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for slices.Contains(f.records(t), dropped.ID) {
 		if time.Now().After(deadline) {
 			t.Fatal("unsent media still there long after the grace period")
@@ -572,7 +588,7 @@ func TestStoreSweepLifetime(t *testing.T) {
 	var c clock
 	c.advance(time.Duration(time.Now().UnixNano()))
 	f := newFixture(t, objectstore.Config{GracePeriod: time.Hour, Retention: 30 * 24 * time.Hour, Now: c.now}, nil)
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	unsent := put(t, f.store, "alice", 10)
 	sent := put(t, f.store, "alice", 10)
 	if err := f.store.Attach(ctx, "alice", sent.ID, chat.MediaGrant{Users: []string{"bob"}}); err != nil {

@@ -25,7 +25,7 @@ func TestBotSendIsStoredLikeAClientSend(t *testing.T) {
 	s := natstest.RunAccounts(t)
 	n := startNode(t, s, service.Config{})
 	bot := connectService(t, s, "svc-echo")
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 
 	sent, err := bot.client.Send(ctx, svcapi.SendRequest{From: "bot-echo", CID: "c1", To: "bob", Body: "hello from a bot"})
 	if err != nil {
@@ -110,7 +110,7 @@ func TestBotsAreLimitedByTheNode(t *testing.T) {
 	s := natstest.RunAccounts(t)
 	startNode(t, s, service.Config{Bots: []string{"bot-*", "helpdesk"}})
 	admin := connectService(t, s, "admin")
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	for _, tc := range []struct {
 		from string
 		ok   bool

@@ -23,7 +23,7 @@ func TestConsumerIsSharedByInstances(t *testing.T) {
 	t.Parallel()
 	s := natstest.RunAccounts(t)
 	n := startNode(t, s, service.Config{})
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 
 	var mu sync.Mutex
 	seen := map[string]int{}    // message id → times processed
@@ -107,7 +107,7 @@ func TestConsumerRequests(t *testing.T) {
 	s := natstest.RunAccounts(t)
 	n := startNode(t, s, service.Config{})
 	admin := connectService(t, s, "admin")
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	for _, tc := range []struct {
 		name  string
 		scope svcapi.Scope

@@ -58,7 +58,7 @@ func TestPresenceFeed(t *testing.T) {
 		}
 	}
 
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	if err := tr.Connected(ctx, "bob", "phone"); err != nil {
 		t.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func TestPushNotifiesOfflineRecipients(t *testing.T) {
 	}
 	waitConsumer(t, n)
 	events := pushListener(t, connectService(t, s, "svc-push"))
-	ctx := ctx10(t)
+	ctx := testCtx(t)
 	send := func(req chat.SendRequest) string {
 		sent, err := n.d.SendAs(ctx, "alice", req)
 		if err != nil {
