@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jetchat/jetchat/client"
+	"github.com/jetchat/jetchat/internal/await"
 )
 
 // next waits for the next frame of c.
@@ -62,17 +63,9 @@ func send(t *testing.T, c *client.Conn, to, body string) client.Sent {
 }
 
 // ctx10 bounds one step of a test: a call that hangs fails within 10 s.
-func ctx10(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctx10(t *testing.T) context.Context { return await.Context(t, 10*time.Second) }
 
 // testCtx bounds a whole test's sequence of steps. It is generous, because
 // a test is not a timing: on a slow or busy machine many steps may together
 // take more than one step's 10 s while none of them hangs.
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return await.Context(t, 2*time.Minute) }

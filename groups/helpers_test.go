@@ -89,11 +89,7 @@ func run(t *testing.T, s *groups.Store) {
 	eventually(t, "the cache is on", func() bool { return groups.CacheOn(s) })
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return await.Context(t, 30*time.Second) }
 
 // eventually polls cond until it holds, or fails the test after 5 s.
 func eventually(t *testing.T, what string, cond func() bool) {

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetchat/jetchat/internal/await"
 	"github.com/jetchat/jetchat/internal/chat"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
@@ -47,20 +48,12 @@ func newFixture(t testing.TB, cfg objectstore.Config, groups objectstore.GroupMe
 }
 
 // ctx10 bounds one step of a test: a call that hangs fails within 10 s.
-func ctx10(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctx10(t testing.TB) context.Context { return await.Context(t, 10*time.Second) }
 
 // testCtx bounds a whole test's sequence of steps. It is generous, because
 // a test is not a timing: on a slow or busy machine many steps may together
 // take more than one step's 10 s while none of them hangs.
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t testing.TB) context.Context { return await.Context(t, 2*time.Minute) }
 
 // storedMsgs is the number of messages (chunks and metadata) in the object
 // store's stream: what an upload left behind.

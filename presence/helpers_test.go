@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetchat/jetchat/gateway"
+	"github.com/jetchat/jetchat/internal/await"
 	"github.com/jetchat/jetchat/internal/natstest"
 	"github.com/jetchat/jetchat/internal/natsx"
 	"github.com/jetchat/jetchat/internal/registry"
@@ -185,11 +186,7 @@ func settle(t testing.TB, js jetstream.JetStream, quiet time.Duration) uint64 {
 	return 0
 }
 
-func ctx5(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctx5(t testing.TB) context.Context { return await.Context(t, 5*time.Second) }
 
 func msNear(t testing.TB, what string, got int64, want time.Time, tol time.Duration) {
 	t.Helper()

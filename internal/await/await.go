@@ -3,6 +3,7 @@
 package await
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -18,4 +19,12 @@ func True(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Context returns a context that ends after d, or when the test ends: the
+// bound of a test's call, or of a whole test's steps.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -1,6 +1,7 @@
 package await_test
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,5 +39,25 @@ func TestTrueFailsAfterTheTimeout(t *testing.T) {
 	}()
 	if !f.failed {
 		t.Error("a condition that never held did not fail the test")
+	}
+}
+
+func TestContextEndsAfterItsTimeAndWithTheTest(t *testing.T) {
+	var ended context.Context
+	t.Run("sub", func(t *testing.T) {
+		ctx := await.Context(t, time.Hour)
+		if ctx.Err() != nil {
+			t.Fatalf("a new context is already over: %v", ctx.Err())
+		}
+		ended = ctx
+		short := await.Context(t, 20*time.Millisecond)
+		select {
+		case <-short.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("a 20 ms context did not end")
+		}
+	})
+	if ended.Err() == nil {
+		t.Error("a test's context outlived the test")
 	}
 }
