@@ -280,6 +280,13 @@ func TestRepeatedGroupSendAfterTheStoreWindow(t *testing.T) {
 }
 
 // knows reports whether s's send index holds from's cid.
+// peers is how many nodes' send index records s has read (its own too).
+func peers(s *Service) int {
+	s.cids.peersMu.Lock()
+	defer s.cids.peersMu.Unlock()
+	return len(s.cids.peers)
+}
+
 func knows(s *Service, from, cid string) bool {
 	_, ok := s.cids.idx.Get(cidindex.KeyOf(from, cid), s.cfg.Now())
 	return ok
@@ -351,6 +358,9 @@ func TestRepeatAfterAFailedStoreIsTheFirstSend(t *testing.T) {
 	ns := natstest.RunJetStream(t)
 	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: time.Hour})
 	b := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour, CidSilence: time.Hour}) // keeps its keys
+	// b writes its first record once it is ready, then none for an hour:
+	// the send must come after that record, or the record may carry it.
+	await.True(t, 10*time.Second, "a reads b's first send index record", func() bool { return peers(a.Service) == 2 })
 	start := time.Now()
 	first := sendOn(t, b.Service, "c1", "bob") // as if a's store whose answers were lost
 	pastStoreWindow()
