@@ -160,6 +160,7 @@ func TestRepeatOnANodeStartedAfterAnother(t *testing.T) {
 			t.Parallel()
 			ns := natstest.RunJetStream(t)
 			a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour}) // stored only at shutdown
+			announced(t, a)
 			first := sendOn(t, a.Service, "c1", "bob")
 			end(a)
 			pastStoreWindow()
@@ -211,6 +212,7 @@ func TestRepeatOnARunningNodeAfterAnotherCrashed(t *testing.T) {
 	ns := natstest.RunJetStream(t)
 	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
 	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond})
+	announced(t, a)
 	first := sendOn(t, a.Service, "c1", "bob")
 	a.crash()
 	// What the gateway registry's expiry of a's entry sets off.
@@ -280,11 +282,17 @@ func TestRepeatedGroupSendAfterTheStoreWindow(t *testing.T) {
 }
 
 // knows reports whether s's send index holds from's cid.
-// peers is how many nodes' send index records s has read (its own too).
-func peers(s *Service) int {
-	s.cids.peersMu.Lock()
-	defer s.cids.peersMu.Unlock()
-	return len(s.cids.peers)
+// announced waits until n has read back its first send index record,
+// which it writes once it is ready: a send made after that stays in n's
+// index until its next flush, and a node with a long CidFlush keeps it.
+func announced(t *testing.T, n *cidNode) {
+	t.Helper()
+	await.True(t, 10*time.Second, "the node's first send index record is read", func() bool {
+		n.cids.peersMu.Lock()
+		defer n.cids.peersMu.Unlock()
+		_, ok := n.cids.peers[n.cids.subject]
+		return ok
+	})
 }
 
 func knows(s *Service, from, cid string) bool {
@@ -292,11 +300,6 @@ func knows(s *Service, from, cid string) bool {
 	return ok
 }
 
-// A node whose send index records stop without a goodbye (here it writes
-// one at start and then holds its keys for an hour, as a node that cannot
-// store them would) has its sends read from the message log by the others,
-// so a repeat on another node past the log's own window is still the first
-// send — without waiting for the gateway registry.
 // A node killed before it stored its keys (its connection closed, nothing
 // more sent) is read from the log by a running node, with no word from the
 // gateway registry: a repeat there is still the first send.
@@ -305,6 +308,7 @@ func TestRepeatOnARunningNodeAfterAnotherWasKilled(t *testing.T) {
 	ns := natstest.RunJetStream(t)
 	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
 	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: 300 * time.Millisecond})
+	announced(t, a)
 	first := sendOn(t, a.Service, "c1", "bob")
 	a.crash()
 	await.True(t, 10*time.Second, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
@@ -312,17 +316,24 @@ func TestRepeatOnARunningNodeAfterAnotherWasKilled(t *testing.T) {
 	repeatOn(t, b.Service, first)
 }
 
+// A node whose send index records stop without a goodbye (here it writes
+// one at start and then holds its keys for an hour, as a node that cannot
+// store them would) has its sends read from the message log by the others,
+// so a repeat on another node past the log's own window is still the first
+// send — without waiting for the gateway registry.
 func TestRepeatOnANodeAfterAnotherFellSilent(t *testing.T) {
 	t.Parallel()
 	ns := natstest.RunJetStream(t)
 	a := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
 	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: 300 * time.Millisecond})
+	announced(t, a)
 	first := sendOn(t, a.Service, "c1", "bob") // stored after b's start read the log
 	await.True(t, 10*time.Second, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
 	// b reads on while a stays silent, from where its last read ended: a
 	// send on another silent node (a itself refuses sends by now, its key
 	// unstored for half the log's window) is found too.
 	c := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
+	announced(t, c)
 	sendOn(t, c.Service, "c2", "carol")
 	await.True(t, 10*time.Second, "b reads c's send from the log", func() bool { return knows(b.Service, "alice", "c2") })
 	pastStoreWindow()
@@ -345,6 +356,7 @@ func TestOnlyASilenceWithoutGoodbyeIsReread(t *testing.T) {
 		t.Fatalf("b read the log %v times while a was idle and after its goodbye, want 0", n)
 	}
 	c := startCidNode(t, ns, shortWindows, Config{CidFlush: 50 * time.Millisecond})
+	announced(t, c) // the others know of c: its records can stop
 	time.Sleep(300 * time.Millisecond)
 	c.crash()
 	await.True(t, 10*time.Second, "b reads the log after c's records stopped", func() bool { return rereads() > 0 })
@@ -358,9 +370,7 @@ func TestRepeatAfterAFailedStoreIsTheFirstSend(t *testing.T) {
 	ns := natstest.RunJetStream(t)
 	a := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: time.Hour})
 	b := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour, CidSilence: time.Hour}) // keeps its keys
-	// b writes its first record once it is ready, then none for an hour:
-	// the send must come after that record, or the record may carry it.
-	await.True(t, 10*time.Second, "a reads b's first send index record", func() bool { return peers(a.Service) == 2 })
+	announced(t, b)
 	start := time.Now()
 	first := sendOn(t, b.Service, "c1", "bob") // as if a's store whose answers were lost
 	pastStoreWindow()
