@@ -28,6 +28,8 @@ type backlogResult struct {
 	NodeCPUUS     float64     `json:"node_cpu_us_per_catch_up"`
 	ToolCPUUS     float64     `json:"tool_cpu_us_per_catch_up"`
 	Measured      int         `json:"users_caught_up"`
+	GapMS         float64     `json:"gap_ms"`    // the pause between one user's close and the next one's connect
+	MeasureS      float64     `json:"measure_s"` // how long connecting the measured users one at a time took
 	Lost          int64       `json:"lost"`
 	Misdelivered  int64       `json:"misdelivered"` // another user's, or not one of the fill's
 	Duplicates    int64       `json:"duplicates"`
@@ -43,9 +45,13 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	senders := fs.Int("senders", 50, "online users that fill the backlogs")
 	measure := fs.Int("measure", 100, "how many of the users to connect and time (0: all)")
 	inflight := fs.Int("inflight", 8, "sends in flight per sender")
+	gap := fs.Duration("gap", 0, "pause between one user's close and the next user's connect (0: back to back, each catch-up overlapping the node's work on the previous user's acks and close)")
 	order := fs.String("fill", "interleaved", "order of the fill: interleaved (round robin over the users, so each user's messages are spread over the whole log) or each (one user's messages after the other's, so each backlog is contiguous)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *gap < 0 {
+		return fmt.Errorf("--gap %s: want 0 or more", *gap)
 	}
 	if *order != "interleaved" && *order != "each" {
 		return fmt.Errorf("--fill %q: want interleaved or each", *order)
@@ -129,7 +135,15 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var h, first hist
 	var lost, misdelivered, duplicates int64
 	cpu := startCPU(ctx, c.nodes())
+	measureStart := time.Now()
 	for i := 0; i < n; i++ {
+		if i > 0 && *gap > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(*gap):
+			}
+		}
 		tok, _ := tokens(names[i], "bench")
 		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		conn, err := client.DialWith(dctx, c.wsURL(), tok, c.options())
@@ -174,11 +188,12 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		conn.Close()
 		cancel()
 	}
+	measured := time.Since(measureStart)
 	cpu.stop(ctx)
 	res := backlogResult{
 		Scenario: "backlog", Users: *users, Messages: *msgs, Fill: *order, FillSeconds: fill.Seconds(),
 		Before: before, AfterFill: after, GrowthPerUser: (after.RSS - before.RSS) / float64(*users),
-		CatchUp: h.summary(), FirstMessage: first.summary(), Measured: n, Lost: lost, Misdelivered: misdelivered, Duplicates: duplicates,
+		CatchUp: h.summary(), FirstMessage: first.summary(), Measured: n, GapMS: float64(*gap) / float64(time.Millisecond), MeasureS: measured.Seconds(), Lost: lost, Misdelivered: misdelivered, Duplicates: duplicates,
 	}
 	res.NodeCPUUS, res.ToolCPUUS = cpu.perUnit(int64(n))
 	report(stdout, c.jsonOut, res, [][2]string{

@@ -36,6 +36,7 @@ func TestBadInput(t *testing.T) {
 		{nil, "no scenario"},
 		{[]string{"chat"}, `unknown scenario "chat"`},
 		{[]string{"backlog", "--fill", "random", "--jwt-secret", string(testnode.Secret)}, `--fill "random": want interleaved or each`},
+		{[]string{"backlog", "--gap", "-1s"}, "--gap -1s: want 0 or more"},
 		{[]string{"dm", "--users", "many"}, "invalid value"},
 		{[]string{"dm", "--read", "2"}, "--read 2: want a fraction from 0 to 1"},
 		{[]string{"dm", "--read", "-0.5"}, "--read -0.5: want a fraction from 0 to 1"},
@@ -87,8 +88,10 @@ func TestScenariosAgainstANode(t *testing.T) {
 		t.Errorf("dm: %d marked read of %d, %d read receipts, %d timed: want about half marked, a receipt timed for each", dm.ReadMarked, dm.Sent, dm.ReadReceipts, dm.SendToRead.N)
 	}
 
+	// The contiguous fill's users connect 200 ms apart (--gap).
 	for _, fill := range []string{"interleaved", "each"} {
-		out, stderr, err := runTool(t, append([]string{"backlog", "--users", "4", "--messages", "30", "--senders", "3", "--fill", fill}, base...)...)
+		gap := map[string]string{"interleaved": "0s", "each": "200ms"}[fill]
+		out, stderr, err := runTool(t, append([]string{"backlog", "--users", "4", "--messages", "30", "--senders", "3", "--fill", fill, "--gap", gap}, base...)...)
 		if err != nil {
 			t.Fatalf("backlog --fill %s: %v\n%s", fill, err, stderr)
 		}
@@ -98,6 +101,9 @@ func TestScenariosAgainstANode(t *testing.T) {
 		}
 		if bl.Fill != fill || bl.Measured != 4 || bl.CatchUp.N != 4 || bl.Lost != 0 || bl.Misdelivered != 0 {
 			t.Errorf("backlog --fill %s summary %+v: want 4 users caught up, nothing lost", fill, bl)
+		}
+		if fill == "each" && (bl.GapMS != 200 || bl.MeasureS < 0.6) {
+			t.Errorf("backlog --gap 200ms: gap %v ms, the 4 users connected in %.3f s, want 200 ms and 3 gaps at least", bl.GapMS, bl.MeasureS)
 		}
 	}
 
