@@ -50,8 +50,9 @@ func runBacklog(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *gap < 0 {
-		return fmt.Errorf("--gap %s: want 0 or more", *gap)
+	if err := checkFlags(atLeast("users", *users, 1), atLeast("messages", *msgs, 1), atLeast("senders", *senders, 1),
+		atLeast("measure", *measure, 0), atLeast("inflight", *inflight, 1), notNegative("gap", *gap)); err != nil {
+		return err
 	}
 	if *order != "interleaved" && *order != "each" {
 		return fmt.Errorf("--fill %q: want interleaved or each", *order)

@@ -67,6 +67,9 @@ func (c *common) options() client.Options {
 }
 
 func (c *common) setup() (tokens func(user, device string) (string, error), err error) {
+	if err := checkFlags(atLeast("dial-rate", c.dialRate, 1)); err != nil {
+		return nil, err
+	}
 	if c.receipts != "batch" && c.receipts != "single" {
 		return nil, fmt.Errorf("--receipts must be batch or single, not %q", c.receipts)
 	}
@@ -404,3 +407,38 @@ func fmtLat(l latency) string {
 }
 
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
+
+// bound is one condition on a scenario's flag, which checkFlags refuses up
+// front, naming the flag and its value, before anything is dialled.
+type bound struct {
+	ok   bool
+	flag string
+	val  any
+	want string
+}
+
+// checkFlags returns an error for the first bound not met, or nil.
+func checkFlags(bs ...bound) error {
+	for _, b := range bs {
+		if !b.ok {
+			return fmt.Errorf("--%s %v: want %s", b.flag, b.val, b.want)
+		}
+	}
+	return nil
+}
+
+func atLeast(flag string, v, least int) bound {
+	return bound{v >= least, flag, v, fmt.Sprintf("at least %d", least)}
+}
+
+func notNegative(flag string, d time.Duration) bound {
+	return bound{d >= 0, flag, d, "0 or more"}
+}
+
+func positive(flag string, d time.Duration) bound {
+	return bound{d > 0, flag, d, "more than 0"}
+}
+
+func fraction(flag string, f float64) bound {
+	return bound{f >= 0 && f <= 1, flag, f, "a fraction from 0 to 1"} // also refuses NaN
+}

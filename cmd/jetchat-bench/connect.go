@@ -29,6 +29,9 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkFlags(atLeast("conns", *conns, 1), notNegative("hold", *hold)); err != nil {
+		return err
+	}
 	tokens, err := c.setup()
 	if err != nil {
 		return err

@@ -151,8 +151,10 @@ func runDM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *users < 2 || *users%2 != 0 {
 		return errors.New("--users must be an even number of at least 2")
 	}
-	if !(*readFraction >= 0 && *readFraction <= 1) {
-		return fmt.Errorf("--read %v: want a fraction from 0 to 1", *readFraction)
+	if err := checkFlags(atLeast("rate", *rate, 0), atLeast("inflight", *inflight, 1), positive("duration", *dur),
+		notNegative("warmup", *warmup), notNegative("drain", *drain), atLeast("body", *bodySize, 0),
+		notNegative("ack-linger", *ackLinger), fraction("read", *readFraction), notNegative("timeline", *timeline)); err != nil {
+		return err
 	}
 	tokens, err := c.setup()
 	if err != nil {

@@ -83,6 +83,10 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *members < 2 || *groups < 1 || *rate < 1 {
 		return errors.New("--members must be at least 2, --groups and --rate at least 1")
 	}
+	if err := checkFlags(positive("duration", *dur), notNegative("warmup", *warmup), notNegative("drain", *drain),
+		notNegative("ack-linger", *ackLinger), atLeast("body", *bodySize, 0)); err != nil {
+		return err
+	}
 	tokens, err := c.setup()
 	if err != nil {
 		return err

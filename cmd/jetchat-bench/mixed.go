@@ -74,6 +74,10 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !(*perUser > 0 && *perUser <= 1000) { // also NaN
 		return fmt.Errorf("--rate %v: want actions per second per user, above 0 and at most 1000", *perUser)
 	}
+	if err := checkFlags(atLeast("group-size", *groupSize, 2), positive("duration", *dur), positive("sample", *every),
+		fraction("churn", *churn), notNegative("drain", *drain)); err != nil {
+		return err
+	}
 	tokens, err := c.setup()
 	if err != nil {
 		return err
