@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -80,10 +79,8 @@ func runGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *members < 2 || *groups < 1 || *rate < 1 {
-		return errors.New("--members must be at least 2, --groups and --rate at least 1")
-	}
-	if err := checkFlags(positive("duration", *dur), notNegative("warmup", *warmup), notNegative("drain", *drain),
+	if err := checkFlags(atLeast("groups", *groups, 1), atLeast("members", *members, 2), atLeast("rate", *rate, 1),
+		positive("duration", *dur), notNegative("warmup", *warmup), notNegative("drain", *drain),
 		notNegative("ack-linger", *ackLinger), atLeast("body", *bodySize, 0)); err != nil {
 		return err
 	}
