@@ -281,7 +281,6 @@ func TestRepeatedGroupSendAfterTheStoreWindow(t *testing.T) {
 	}
 }
 
-// knows reports whether s's send index holds from's cid.
 // announced waits until n has read back its first send index record,
 // which it writes once it is ready: a send made after that stays in n's
 // index until its next flush, and a node with a long CidFlush keeps it.
@@ -295,6 +294,7 @@ func announced(t *testing.T, n *cidNode) {
 	})
 }
 
+// knows reports whether s's send index holds from's cid.
 func knows(s *Service, from, cid string) bool {
 	_, ok := s.cids.idx.Get(cidindex.KeyOf(from, cid), s.cfg.Now())
 	return ok
