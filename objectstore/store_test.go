@@ -47,13 +47,10 @@ func newFixture(t testing.TB, cfg objectstore.Config, groups objectstore.GroupMe
 	return &fixture{store: s, nc: nc, js: js, res: res}
 }
 
-// ctx10 bounds one step of a test: a call that hangs fails within 10 s.
-func ctx10(t testing.TB) context.Context { return await.Context(t, 10*time.Second) }
-
-// testCtx bounds a whole test's sequence of steps. It is generous, because
-// a test is not a timing: on a slow or busy machine many steps may together
-// take more than one step's 10 s while none of them hangs.
-func testCtx(t testing.TB) context.Context { return await.Context(t, 2*time.Minute) }
+// ctx10 bounds one step of a test (await.Step); testCtx a whole test's
+// steps (await.Whole).
+func ctx10(t testing.TB) context.Context   { return await.Context(t, await.Step) }
+func testCtx(t testing.TB) context.Context { return await.Context(t, await.Whole) }
 
 // storedMsgs is the number of messages (chunks and metadata) in the object
 // store's stream: what an upload left behind.

@@ -21,8 +21,16 @@ func True(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	}
 }
 
+// Step bounds one step of a test: a call that hangs fails within it.
+const Step = 10 * time.Second
+
+// Whole bounds a whole test's sequence of steps. It is generous, because a
+// test is not a timing: on a slow or busy machine many steps may together
+// take more than one Step while none of them hangs.
+const Whole = 2 * time.Minute
+
 // Context returns a context that ends after d, or when the test ends: the
-// bound of a test's call, or of a whole test's steps.
+// bound of a test's call (Step), or of a whole test's steps (Whole).
 func Context(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
