@@ -398,6 +398,9 @@ func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err
 	c.waiters[req.CID] = ch
 	c.mu.Unlock()
 	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
+		c.mu.Lock()
+		delete(c.waiters, req.CID)
+		c.mu.Unlock()
 		return "", nil, err
 	}
 	return req.CID, ch, nil
