@@ -1,7 +1,6 @@
 package client
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -10,9 +9,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/jetchat/jetchat/internal/await"
 )
 
 // silentServer answers the upgrade with a hello frame and then neither
@@ -37,8 +37,7 @@ func silentServer(t *testing.T) string {
 // A send whose frame cannot be written leaves nothing waiting for its
 // answer, whichever way it was sent.
 func TestFailedWriteLeavesNoWaiter(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := await.Context(t, await.Step)
 	c, err := Dial(ctx, silentServer(t), "")
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +74,7 @@ func TestDoBadBody(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
 	defer srv.Close()
 	a := &API{BaseURL: srv.URL}
-	err := a.Do(context.Background(), http.MethodPost, "/v1/groups", map[string]any{"members": make(chan int)}, nil)
+	err := a.Do(await.Context(t, await.Step), http.MethodPost, "/v1/groups", map[string]any{"members": make(chan int)}, nil)
 	if err == nil || !strings.Contains(err.Error(), "POST /v1/groups: encode the body") {
 		t.Fatalf("error %v, want one naming the call and the body", err)
 	}
