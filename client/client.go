@@ -355,21 +355,9 @@ func (c *Conn) Send(ctx context.Context, to, body string) (Sent, error) {
 // SendMsg sends req and waits for its sent answer; a refused send returns
 // an *Error. Sending the same CID again returns the same message id.
 func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
-	if req.CID == "" {
-		req.CID = c.prefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
-	}
 	ch := make(chan Result, 1)
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		return Sent{}, ErrClosed
-	}
-	c.waiters[req.CID] = ch
-	c.mu.Unlock()
-	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
-		c.mu.Lock()
-		delete(c.waiters, req.CID)
-		c.mu.Unlock()
+	cid, err := c.start(req, ch, nil)
+	if err != nil {
 		return Sent{}, err
 	}
 	select {
@@ -377,7 +365,7 @@ func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
 		return r.Sent, r.Err
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.waiters, req.CID)
+		delete(c.waiters, cid)
 		c.mu.Unlock()
 		return Sent{}, ctx.Err()
 	}
@@ -386,47 +374,50 @@ func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
 // SendAsync sends req without waiting; the answer arrives on the returned
 // channel. It is for load generators that keep many sends in flight.
 func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err error) {
-	if req.CID == "" {
-		req.CID = c.prefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
-	}
 	ch := make(chan Result, 1)
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		return "", nil, ErrClosed
-	}
-	c.waiters[req.CID] = ch
-	c.mu.Unlock()
-	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
-		c.mu.Lock()
-		delete(c.waiters, req.CID)
-		c.mu.Unlock()
+	if cid, err = c.start(req, ch, nil); err != nil {
 		return "", nil, err
 	}
-	return req.CID, ch, nil
+	return cid, ch, nil
 }
 
 // SendFunc sends req without waiting; done is called from the connection's
 // reader goroutine with the answer (or the error that ended the
 // connection). It must not block. It is for load generators.
 func (c *Conn) SendFunc(req SendRequest, done func(Sent, error)) error {
+	_, err := c.start(req, nil, done)
+	return err
+}
+
+// start writes req's send frame, its answer to go to ch or, when ch is nil,
+// to done. The answer's receiver is registered under the cid (made when req
+// has none) before the write, and removed again when the write fails.
+func (c *Conn) start(req SendRequest, ch chan Result, done func(Sent, error)) (string, error) {
 	if req.CID == "" {
 		req.CID = c.prefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
 	}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		return ErrClosed
+		return "", ErrClosed
 	}
-	c.calls[req.CID] = done
+	if ch != nil {
+		c.waiters[req.CID] = ch
+	} else {
+		c.calls[req.CID] = done
+	}
 	c.mu.Unlock()
 	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
 		c.mu.Lock()
-		delete(c.calls, req.CID)
+		if ch != nil {
+			delete(c.waiters, req.CID)
+		} else {
+			delete(c.calls, req.CID)
+		}
 		c.mu.Unlock()
-		return err
+		return "", err
 	}
-	return nil
+	return req.CID, nil
 }
 
 // OnFrame makes the reader goroutine call f for every frame that Next would
