@@ -286,7 +286,7 @@ func TestRepeatedGroupSendAfterTheStoreWindow(t *testing.T) {
 // index until its next flush, and a node with a long CidFlush keeps it.
 func announced(t *testing.T, n *cidNode) {
 	t.Helper()
-	await.True(t, 10*time.Second, "the node's first send index record is read", func() bool {
+	await.True(t, await.Step, "the node's first send index record is read", func() bool {
 		n.cids.peersMu.Lock()
 		defer n.cids.peersMu.Unlock()
 		_, ok := n.cids.peers[n.cids.subject]
@@ -311,7 +311,7 @@ func TestRepeatOnARunningNodeAfterAnotherWasKilled(t *testing.T) {
 	announced(t, a)
 	first := sendOn(t, a.Service, "c1", "bob")
 	a.crash()
-	await.True(t, 10*time.Second, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
+	await.True(t, await.Step, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
 	pastStoreWindow()
 	repeatOn(t, b.Service, first)
 }
@@ -328,14 +328,14 @@ func TestRepeatOnANodeAfterAnotherFellSilent(t *testing.T) {
 	b := startCidNode(t, ns, shortWindows, Config{CidFlush: 20 * time.Millisecond, CidSilence: 300 * time.Millisecond})
 	announced(t, a)
 	first := sendOn(t, a.Service, "c1", "bob") // stored after b's start read the log
-	await.True(t, 10*time.Second, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
+	await.True(t, await.Step, "b reads a's send from the log", func() bool { return knows(b.Service, "alice", "c1") })
 	// b reads on while a stays silent, from where its last read ended: a
 	// send on another silent node (a itself refuses sends by now, its key
 	// unstored for half the log's window) is found too.
 	c := startCidNode(t, ns, shortWindows, Config{CidFlush: time.Hour})
 	announced(t, c)
 	sendOn(t, c.Service, "c2", "carol")
-	await.True(t, 10*time.Second, "b reads c's send from the log", func() bool { return knows(b.Service, "alice", "c2") })
+	await.True(t, await.Step, "b reads c's send from the log", func() bool { return knows(b.Service, "alice", "c2") })
 	pastStoreWindow()
 	repeatOn(t, b.Service, first)
 }
@@ -359,7 +359,7 @@ func TestOnlyASilenceWithoutGoodbyeIsReread(t *testing.T) {
 	announced(t, c) // the others know of c: its records can stop
 	time.Sleep(300 * time.Millisecond)
 	c.crash()
-	await.True(t, 10*time.Second, "b reads the log after c's records stopped", func() bool { return rereads() > 0 })
+	await.True(t, await.Step, "b reads the log after c's records stopped", func() bool { return rereads() > 0 })
 }
 
 // A message store that failed may have been stored after all, its answers
@@ -378,8 +378,8 @@ func TestRepeatAfterAFailedStoreIsTheFirstSend(t *testing.T) {
 		t.Fatal("a knows the send before any read of the log")
 	}
 	a.cids.storeFailed(start)
-	await.True(t, 10*time.Second, "a reads the log after the failed store", func() bool { return knows(a.Service, "alice", "c1") })
-	await.True(t, 10*time.Second, "sends go on", func() bool { return a.cids.unsure.Load() == 0 })
+	await.True(t, await.Step, "a reads the log after the failed store", func() bool { return knows(a.Service, "alice", "c1") })
+	await.True(t, await.Step, "sends go on", func() bool { return a.cids.unsure.Load() == 0 })
 	repeatOn(t, a.Service, first)
 }
 
@@ -402,8 +402,8 @@ func TestAFailedStoreFoundInTheLogReachesTheOtherNodes(t *testing.T) {
 	}
 	first.Duplicate = true // as a repeat is answered
 	a.cids.storeFailed(start)
-	await.True(t, 10*time.Second, "a reads the log after the failed store", func() bool { return a.cids.unsure.Load() == 0 })
-	await.True(t, 10*time.Second, "c learns the send from a's records", func() bool { return knows(c.Service, "alice", "c1") })
+	await.True(t, await.Step, "a reads the log after the failed store", func() bool { return a.cids.unsure.Load() == 0 })
+	await.True(t, await.Step, "c learns the send from a's records", func() bool { return knows(c.Service, "alice", "c1") })
 	pastStoreWindow()
 	repeatOn(t, c.Service, first)
 }

@@ -43,7 +43,7 @@ func TestStoreConnBuffersNothingWhileReconnecting(t *testing.T) {
 
 	s.Shutdown()
 	s.WaitForShutdown()
-	await.True(t, 10*time.Second, "both connections reconnecting", func() bool {
+	await.True(t, await.Step, "both connections reconnecting", func() bool {
 		return buffered.Status() == nats.RECONNECTING && store.Status() == nats.RECONNECTING
 	})
 	if err := buffered.Publish("t.buffered", []byte("x")); err != nil {
@@ -54,7 +54,7 @@ func TestStoreConnBuffersNothingWhileReconnecting(t *testing.T) {
 	}
 
 	natstest.RunJetStreamAt(t, addr, dir) // the same address and store
-	await.True(t, 10*time.Second, "both connections back", func() bool { return buffered.IsConnected() && store.IsConnected() })
+	await.True(t, await.Step, "both connections back", func() bool { return buffered.IsConnected() && store.IsConnected() })
 	for _, nc := range []*nats.Conn{buffered, store} {
 		if err := nc.FlushWithContext(ctx); err != nil {
 			t.Fatal(err)

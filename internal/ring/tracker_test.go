@@ -161,7 +161,7 @@ func TestTrackersAgree(t *testing.T) {
 	}
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		await.True(t, 10*time.Second, what, ok)
+		await.True(t, await.Step, what, ok)
 	}
 	waitFor("every tracker to see 3 gateways", func() bool {
 		for _, g := range gws {
