@@ -121,8 +121,7 @@ type Conn struct {
 	wmu sync.Mutex // one writer at a time
 
 	mu      sync.Mutex
-	waiters map[string]chan Result
-	calls   map[string]func(Sent, error)
+	calls   map[string]func(Sent, error) // by cid: who takes a send's answer
 	onFrame func(*Frame)
 	frames  []*Frame
 	notify  chan struct{}
@@ -196,12 +195,11 @@ func DialWith(ctx context.Context, url, token string, o Options) (*Conn, error) 
 	}
 	ws.SetReadDeadline(time.Time{})
 	c := &Conn{
-		ws:      ws,
-		waiters: map[string]chan Result{},
-		calls:   map[string]func(Sent, error){},
-		notify:  make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		prefix:  strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
+		ws:     ws,
+		calls:  map[string]func(Sent, error){},
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		prefix: strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
 	}
 	if err := json.Unmarshal(data, &c.hello); err != nil || c.hello.Type != wire.TypeHello {
 		ws.Close()
@@ -246,12 +244,9 @@ func (c *Conn) readLoop() {
 	}
 	c.mu.Lock()
 	c.err = err
-	waiters, calls := c.waiters, c.calls
-	c.waiters, c.calls = map[string]chan Result{}, map[string]func(Sent, error){}
+	calls := c.calls
+	c.calls = map[string]func(Sent, error){}
 	c.mu.Unlock()
-	for _, w := range waiters {
-		w <- Result{Err: fmt.Errorf("%w: %v", ErrClosed, err)}
-	}
 	for _, f := range calls {
 		f(Sent{}, fmt.Errorf("%w: %v", ErrClosed, err))
 	}
@@ -267,11 +262,11 @@ func (c *Conn) dispatch(data []byte) {
 	f := &Frame{Type: a.Type, Raw: data}
 	switch a.Type {
 	case wire.TypeSent:
-		if c.answer(a.CID, Result{Sent: Sent{Type: a.Type, CID: a.CID, ID: a.ID, TS: a.TS}}) {
+		if c.answer(a.CID, Sent{Type: a.Type, CID: a.CID, ID: a.ID, TS: a.TS}, nil) {
 			return
 		}
 	case wire.TypeError:
-		if a.CID != "" && c.answer(a.CID, Result{Err: &Error{Code: a.Code, Message: a.Message}}) {
+		if a.CID != "" && c.answer(a.CID, Sent{}, &Error{Code: a.Code, Message: a.Message}) {
 			return
 		}
 		f.Error = &ErrorFrame{Type: a.Type, Code: a.Code, Message: a.Message, CID: a.CID}
@@ -300,21 +295,17 @@ func (c *Conn) dispatch(data []byte) {
 	}
 }
 
-func (c *Conn) answer(cid string, r Result) bool {
+// answer hands a send's answer to whoever takes it, and reports whether
+// anyone did.
+func (c *Conn) answer(cid string, s Sent, err error) bool {
 	c.mu.Lock()
-	w := c.waiters[cid]
-	delete(c.waiters, cid)
 	f := c.calls[cid]
 	delete(c.calls, cid)
 	c.mu.Unlock()
-	switch {
-	case w != nil:
-		w <- r
-	case f != nil:
-		f(r.Sent, r.Err)
-	default:
+	if f == nil {
 		return false
 	}
+	f(s, err)
 	return true
 }
 
@@ -356,7 +347,7 @@ func (c *Conn) Send(ctx context.Context, to, body string) (Sent, error) {
 // an *Error. Sending the same CID again returns the same message id.
 func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
 	ch := make(chan Result, 1)
-	cid, err := c.start(req, ch, nil)
+	cid, err := c.start(req, toChan(ch))
 	if err != nil {
 		return Sent{}, err
 	}
@@ -365,7 +356,7 @@ func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
 		return r.Sent, r.Err
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.waiters, cid)
+		delete(c.calls, cid)
 		c.mu.Unlock()
 		return Sent{}, ctx.Err()
 	}
@@ -375,7 +366,7 @@ func (c *Conn) SendMsg(ctx context.Context, req SendRequest) (Sent, error) {
 // channel. It is for load generators that keep many sends in flight.
 func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err error) {
 	ch := make(chan Result, 1)
-	if cid, err = c.start(req, ch, nil); err != nil {
+	if cid, err = c.start(req, toChan(ch)); err != nil {
 		return "", nil, err
 	}
 	return cid, ch, nil
@@ -385,14 +376,19 @@ func (c *Conn) SendAsync(req SendRequest) (cid string, answer <-chan Result, err
 // reader goroutine with the answer (or the error that ended the
 // connection). It must not block. It is for load generators.
 func (c *Conn) SendFunc(req SendRequest, done func(Sent, error)) error {
-	_, err := c.start(req, nil, done)
+	_, err := c.start(req, done)
 	return err
 }
 
-// start writes req's send frame, its answer to go to ch or, when ch is nil,
-// to done. The answer's receiver is registered under the cid (made when req
-// has none) before the write, and removed again when the write fails.
-func (c *Conn) start(req SendRequest, ch chan Result, done func(Sent, error)) (string, error) {
+// toChan makes a send's answer go to ch, which has room for it.
+func toChan(ch chan<- Result) func(Sent, error) {
+	return func(s Sent, err error) { ch <- Result{Sent: s, Err: err} }
+}
+
+// start writes req's send frame, its answer to go to done. done is
+// registered under the cid (made when req has none) before the write, and
+// removed again when the write fails.
+func (c *Conn) start(req SendRequest, done func(Sent, error)) (string, error) {
 	if req.CID == "" {
 		req.CID = c.prefix + strconv.FormatUint(c.cidSeq.Add(1), 36)
 	}
@@ -401,19 +397,11 @@ func (c *Conn) start(req SendRequest, ch chan Result, done func(Sent, error)) (s
 		c.mu.Unlock()
 		return "", ErrClosed
 	}
-	if ch != nil {
-		c.waiters[req.CID] = ch
-	} else {
-		c.calls[req.CID] = done
-	}
+	c.calls[req.CID] = done
 	c.mu.Unlock()
 	if err := c.write(wire.AppendSend(nil, req.CID, req.To, req.Group, req.Body, req.Media, req.Ack)); err != nil {
 		c.mu.Lock()
-		if ch != nil {
-			delete(c.waiters, req.CID)
-		} else {
-			delete(c.calls, req.CID)
-		}
+		delete(c.calls, req.CID)
 		c.mu.Unlock()
 		return "", err
 	}
